@@ -1,0 +1,372 @@
+//! The envelopes every message travels in.
+//!
+//! An event is `{id, type, schema, key, seq, occurred_at, correlation_id,
+//! causation_id, data}` (`json/envelope.v1.json`); a command is
+//! `{id, type, schema, key?, correlation_id, sent_at, principal?, data}`
+//! (`json/command-envelope.v1.json`). Typed envelopes write `type` and
+//! `schema` from the payload's type and refuse a message whose `type` or
+//! `schema` is not theirs.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::registry::{CommandType, EventType};
+use crate::values::{Role, UserId, ValueError, parse_hyphenated_uuid};
+
+/// An event's payload type, bound to its registered type and version.
+pub trait Event: Serialize + DeserializeOwned {
+    const TYPE: EventType;
+}
+
+/// A command's payload type, bound to its registered type and version.
+pub trait Command: Serialize + DeserializeOwned {
+    const TYPE: CommandType;
+}
+
+/// Why a message could not be decoded. Such a message is malformed: it goes to the DLQ.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("malformed message: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the payload (`data`) must be a JSON object")]
+    DataNotAnObject,
+    #[error("expected a {expected} v{expected_version} message, got {got} v{got_version}")]
+    WrongType { expected: &'static str, expected_version: u32, got: String, got_version: u32 },
+}
+
+/// A message id: a UUIDv7, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MessageId(Uuid);
+
+impl MessageId {
+    pub fn new_v7() -> Self {
+        Self(Uuid::now_v7())
+    }
+    pub const fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for MessageId {
+    type Error = ValueError;
+    fn try_from(text: String) -> Result<Self, ValueError> {
+        parse_hyphenated_uuid(&text).map(Self)
+    }
+}
+
+impl From<MessageId> for String {
+    fn from(id: MessageId) -> String {
+        id.0.to_string()
+    }
+}
+
+impl From<Uuid> for MessageId {
+    fn from(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The saga or entity key an event belongs to; the last token of its subject,
+/// so it may hold only letters, digits, `-` and `_` (no `.`, `*`, `>` or spaces).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EntityKey(String);
+
+/// Why a string is not a valid [`EntityKey`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an entity key is 1 to 64 letters, digits, '-' or '_', got {0:?}")]
+pub struct InvalidKey(String);
+
+impl EntityKey {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for EntityKey {
+    type Error = InvalidKey;
+    fn try_from(key: String) -> Result<Self, InvalidKey> {
+        let valid = (1..=Self::MAX_LEN).contains(&key.len())
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if valid { Ok(Self(key)) } else { Err(InvalidKey(key)) }
+    }
+}
+
+impl From<EntityKey> for String {
+    fn from(key: EntityKey) -> String {
+        key.0
+    }
+}
+
+impl From<Uuid> for EntityKey {
+    fn from(uuid: Uuid) -> Self {
+        Self(uuid.to_string())
+    }
+}
+
+impl fmt::Display for EntityKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The emitting entity's version after the change: 1 for its first event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct Seq(u64);
+
+/// A sequence number must be at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("seq starts at 1")]
+pub struct InvalidSeq;
+
+impl Seq {
+    pub const FIRST: Seq = Seq(1);
+
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    pub const fn next(self) -> Seq {
+        Seq(self.0 + 1)
+    }
+}
+
+impl TryFrom<u64> for Seq {
+    type Error = InvalidSeq;
+    fn try_from(seq: u64) -> Result<Self, InvalidSeq> {
+        if seq >= 1 { Ok(Self(seq)) } else { Err(InvalidSeq) }
+    }
+}
+
+impl From<Seq> for u64 {
+    fn from(seq: Seq) -> u64 {
+        seq.0
+    }
+}
+
+/// An event: a fact, past tense, with its place in its entity's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope<D> {
+    pub id: MessageId,
+    pub key: EntityKey,
+    pub seq: Seq,
+    pub occurred_at: DateTime<Utc>,
+    /// The id shared by every message of one business flow (one checkout).
+    pub correlation_id: Uuid,
+    /// The id of the command or event that caused this one.
+    pub causation_id: Uuid,
+    pub data: D,
+}
+
+/// The envelope as it is on the wire; `T` is the payload, typed or raw.
+#[derive(Debug, Serialize, Deserialize)]
+struct EventWire<T> {
+    id: MessageId,
+    #[serde(rename = "type")]
+    type_name: String,
+    schema: u32,
+    key: EntityKey,
+    seq: Seq,
+    occurred_at: DateTime<Utc>,
+    correlation_id: Uuid,
+    causation_id: Uuid,
+    data: T,
+}
+
+impl<D: Event> Envelope<D> {
+    /// Decodes an event of type `D`, refusing any other type or version.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, DecodeError> {
+        RawEnvelope::from_json(bytes)?.decode()
+    }
+
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&EventWire {
+            id: self.id,
+            type_name: D::TYPE.type_name.to_owned(),
+            schema: D::TYPE.version,
+            key: self.key.clone(),
+            seq: self.seq,
+            occurred_at: self.occurred_at,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            data: &self.data,
+        })
+    }
+}
+
+/// An event whose payload is not decoded yet: consumers read the header
+/// (`type`, `schema`, `key`, `seq`) to dispatch, then decode the payload once.
+#[derive(Debug)]
+pub struct RawEnvelope {
+    wire: EventWire<Box<RawValue>>,
+}
+
+impl RawEnvelope {
+    pub fn from_json(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Ok(Self { wire: serde_json::from_slice(bytes)? })
+    }
+
+    pub fn id(&self) -> MessageId {
+        self.wire.id
+    }
+    pub fn type_name(&self) -> &str {
+        &self.wire.type_name
+    }
+    pub fn schema(&self) -> u32 {
+        self.wire.schema
+    }
+    pub fn key(&self) -> &EntityKey {
+        &self.wire.key
+    }
+    pub fn seq(&self) -> Seq {
+        self.wire.seq
+    }
+
+    /// Whether this is an event of type `D` (its name and major version).
+    pub fn is<D: Event>(&self) -> bool {
+        self.wire.type_name == D::TYPE.type_name && self.wire.schema == D::TYPE.version
+    }
+
+    pub fn decode<D: Event>(self) -> Result<Envelope<D>, DecodeError> {
+        if !self.is::<D>() {
+            return Err(DecodeError::WrongType {
+                expected: D::TYPE.type_name,
+                expected_version: D::TYPE.version,
+                got: self.wire.type_name,
+                got_version: self.wire.schema,
+            });
+        }
+        let EventWire { id, key, seq, occurred_at, correlation_id, causation_id, data, .. } = self.wire;
+        Ok(Envelope { id, key, seq, occurred_at, correlation_id, causation_id, data: decode_data(&data)? })
+    }
+}
+
+/// Decodes a payload, which must be a JSON object as the schemas say: serde
+/// alone would also take a struct's fields as a positional array.
+fn decode_data<T: DeserializeOwned>(data: &RawValue) -> Result<T, DecodeError> {
+    if !data.get().starts_with('{') {
+        return Err(DecodeError::DataNotAnObject);
+    }
+    Ok(serde_json::from_str(data.get())?)
+}
+
+/// Who sent a command, as the gateway authenticated them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    pub user_id: UserId,
+    pub role: Role,
+}
+
+/// A command: a request to an entity or service, answered by a [`Reply`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandEnvelope<C> {
+    pub id: MessageId,
+    /// The entity the command is for; present exactly for partition-addressed commands.
+    pub key: Option<EntityKey>,
+    pub correlation_id: Uuid,
+    pub sent_at: DateTime<Utc>,
+    /// Absent for anonymous requests (register, login).
+    pub principal: Option<Principal>,
+    pub data: C,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CommandWire<T> {
+    id: MessageId,
+    #[serde(rename = "type")]
+    type_name: String,
+    schema: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<EntityKey>,
+    correlation_id: Uuid,
+    sent_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    principal: Option<Principal>,
+    data: T,
+}
+
+impl<C: Command> CommandEnvelope<C> {
+    /// Decodes a command of type `C`, refusing any other type or version.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let wire: CommandWire<Box<RawValue>> = serde_json::from_slice(bytes)?;
+        if wire.type_name != C::TYPE.type_name || wire.schema != C::TYPE.version {
+            return Err(DecodeError::WrongType {
+                expected: C::TYPE.type_name,
+                expected_version: C::TYPE.version,
+                got: wire.type_name,
+                got_version: wire.schema,
+            });
+        }
+        let CommandWire { id, key, correlation_id, sent_at, principal, data, .. } = wire;
+        Ok(Self { id, key, correlation_id, sent_at, principal, data: decode_data(&data)? })
+    }
+
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&CommandWire {
+            id: self.id,
+            type_name: C::TYPE.type_name.to_owned(),
+            schema: C::TYPE.version,
+            key: self.key.clone(),
+            correlation_id: self.correlation_id,
+            sent_at: self.sent_at,
+            principal: self.principal,
+            data: &self.data,
+        })
+    }
+}
+
+/// The answer to a command: its result, or a typed error the gateway maps to HTTP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply<T> {
+    Ok(T),
+    Error(ReplyError),
+}
+
+/// A command's refusal, stable enough for clients to act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct ReplyError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The offending field, for `invalid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// What went wrong, one variant per HTTP status the gateway maps it to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// 422: a value broke a rule.
+    Invalid,
+    /// 401
+    Unauthenticated,
+    /// 403
+    Forbidden,
+    /// 404: absent, or not the caller's.
+    NotFound,
+    /// 409: the entity's state does not allow it.
+    Conflict,
+    /// 429
+    RateLimited,
+    /// 503: shed; try again later.
+    Overloaded,
+    /// 500: logged by the service, never detailed to the client.
+    Internal,
+}

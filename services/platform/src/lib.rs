@@ -1,0 +1,18 @@
+//! What every Emporium service process shares.
+//!
+//! # Layout
+//! - [`settings`]: typed settings from the environment (`.env.example` lists them).
+//! - [`telemetry`]: tracing, JSON in production and readable in development.
+//! - [`shutdown`]: SIGINT/SIGTERM → a cancellation token every task watches.
+//! - [`connections`]: Postgres pools (one database per service), Redis, NATS.
+//! - [`ops`]: `/healthz` and `/readyz`, served by every process.
+
+pub mod connections;
+pub mod ops;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use connections::Connections;
+pub use ops::Readiness;
+pub use settings::Settings;

@@ -1,0 +1,71 @@
+//! Real servers for tests, isolated per test.
+//!
+//! - [`TestDatabase`]: a fresh Postgres database, dropped after the test.
+//! - [`TestRedis`]: a Redis client and a key prefix no other test uses.
+//! - [`NatsServer`]: a private `nats-server -js` with its own store directory,
+//!   which a test may stop and restart; [`TestNats`] hands one out (or, where no
+//!   `nats-server` binary exists, the shared server with unique names).
+//!
+//! Server URLs come from `DATABASE_URL`, `REDIS_URL`, `NATS_URL`; when one is
+//! unset and a Docker engine is reachable, a container is started for the test
+//! (testcontainers). Tracing output is shown only with `TEST_LOG=1`.
+
+mod containers;
+mod nats;
+mod postgres;
+mod redis;
+
+pub use nats::{NatsServer, TestNats};
+pub use postgres::TestDatabase;
+pub use redis::TestRedis;
+
+/// A server a test needs could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("{variable} is not set and no Docker engine is reachable: run `just up` (or export {variable})")]
+    NoServer { variable: &'static str },
+    #[error("container: {0}")]
+    Container(#[from] testcontainers::TestcontainersError),
+    #[error("Postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    #[error("Redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Shows tracing output when `TEST_LOG` is set; otherwise tests stay quiet.
+pub fn init_tracing() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("debug"));
+        // Err means another test in this process already installed it.
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
+}
+
+/// A name unique to this test: for databases, key prefixes, streams and buckets.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Polls `condition` until it holds or `timeout` passes; tests wait with this,
+/// never with a bare sleep.
+pub async fn eventually<F, Fut>(timeout: std::time::Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
