@@ -1,0 +1,133 @@
+//! Hosting services in one process: shared connections, one ops server, and a
+//! graceful shutdown that drains every service within the grace period.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use emporium_platform::{Connections, Readiness, Settings, ops, shutdown};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// A service this binary can host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Service {
+    Gateway,
+}
+
+impl Service {
+    pub(crate) const ALL: &'static [Service] = &[Service::Gateway];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Service::Gateway => "gateway",
+        }
+    }
+
+    /// The service's own Postgres database, if it keeps one.
+    pub(crate) fn database(self) -> Option<&'static str> {
+        match self {
+            // The gateway owns nothing durable.
+            Service::Gateway => None,
+        }
+    }
+
+    /// Runs the service until `stop` is cancelled and its in-flight work is done.
+    async fn run(
+        self,
+        settings: Settings,
+        _connections: Connections,
+        readiness: Readiness,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
+        match self {
+            Service::Gateway => {
+                let gateway = emporium_gateway::Gateway::bind(settings.gateway_addr, readiness).await?;
+                gateway.run_until_stopped(stop).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `services` until SIGINT/SIGTERM or until one of them fails.
+pub(crate) async fn run(settings: Settings, services: &[Service]) -> anyhow::Result<()> {
+    let names: Vec<&str> = services.iter().map(|s| s.name()).collect();
+    tracing::info!(services = ?names, "starting");
+
+    let signalled = CancellationToken::new();
+    shutdown::cancel_on_signal(signalled.clone());
+
+    let readiness = Readiness::default();
+    let connections =
+        Connections::open(&settings, &format!("emporium-{}", names.join("-"))).await.context("opening connections")?;
+    connections.register_checks(&readiness);
+
+    // The ops server outlives the services so `/readyz` can say "draining" meanwhile.
+    let ops_stop = CancellationToken::new();
+    let (ops_addr, ops_server) = ops::serve(settings.ops_addr, readiness.clone(), ops_stop.clone())
+        .await
+        .with_context(|| format!("binding the ops address {}", settings.ops_addr))?;
+    tracing::info!(addr = %ops_addr, "ops routes listening (/healthz, /readyz)");
+
+    let services_stop = CancellationToken::new();
+    let mut running = JoinSet::new();
+    for service in services {
+        let (settings, connections, readiness, stop) =
+            (settings.clone(), connections.clone(), readiness.clone(), services_stop.clone());
+        let service = *service;
+        running.spawn(async move { (service, service.run(settings, connections, readiness, stop).await) });
+    }
+
+    let mut failed = false;
+    tokio::select! {
+        () = signalled.cancelled() => {}
+        Some(finished) = running.join_next() => {
+            failed = true;
+            report(finished);
+        }
+    }
+
+    readiness.start_draining();
+    services_stop.cancel();
+    failed |= drain(&mut running, settings.shutdown_grace).await;
+    connections.close().await;
+    ops_stop.cancel();
+    let _ = ops_server.await;
+    tracing::info!("stopped");
+    if failed { anyhow::bail!("a service failed; see the log above") } else { Ok(()) }
+}
+
+/// Waits for every service to finish, at most `grace`; the rest are aborted.
+/// Returns whether any service failed or had to be aborted.
+async fn drain(running: &mut JoinSet<(Service, anyhow::Result<()>)>, grace: Duration) -> bool {
+    let mut failed = false;
+    let all_done = async {
+        while let Some(finished) = running.join_next().await {
+            failed |= report(finished);
+        }
+    };
+    if tokio::time::timeout(grace, all_done).await.is_err() {
+        tracing::error!(grace_secs = grace.as_secs(), "services still busy after the grace period; aborting them");
+        running.abort_all();
+        return true;
+    }
+    failed
+}
+
+/// Logs how a service ended; returns whether it failed.
+fn report(finished: Result<(Service, anyhow::Result<()>), tokio::task::JoinError>) -> bool {
+    match finished {
+        Ok((service, Ok(()))) => {
+            tracing::info!(service = service.name(), "service stopped");
+            false
+        }
+        Ok((service, Err(error))) => {
+            tracing::error!(service = service.name(), error = format!("{error:#}"), "service failed");
+            true
+        }
+        Err(error) => {
+            tracing::error!(%error, "service task panicked");
+            true
+        }
+    }
+}
