@@ -2,9 +2,11 @@
 //!
 //! - `emporium run [SERVICE…|all]`: host the named services in this process.
 //! - `emporium provision`: create what the services need on the servers (idempotent).
+//! - `emporium watch <key>`: print one order's (or any entity's) events live.
 
 mod host;
 mod provision;
+mod watch;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use emporium_platform::{Settings, telemetry};
@@ -26,6 +28,11 @@ enum Commands {
     },
     /// Create databases (and, as services arrive, streams, buckets and consumers). Idempotent.
     Provision,
+    /// Print the events of one order (or any entity key) as they are published.
+    Watch {
+        /// The saga or entity key: for a checkout, the order id.
+        key: String,
+    },
 }
 
 /// A service name on the command line.
@@ -44,6 +51,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Commands::Run { services } => host::run(settings, &selected(&services)).await,
             Commands::Provision => provision::run(&settings).await,
+            Commands::Watch { key } => watch::run(&settings, key).await,
         }
     })
 }
