@@ -31,6 +31,14 @@ impl Service {
         }
     }
 
+    /// The contexts whose events the service consumes (a durable consumer per partition each).
+    pub(crate) fn subscriptions(self) -> Vec<emporium_nats::Subscription> {
+        match self {
+            // The gateway consumes no events.
+            Service::Gateway => Vec::new(),
+        }
+    }
+
     /// Runs the service until `stop` is cancelled and its in-flight work is done.
     async fn run(
         self,

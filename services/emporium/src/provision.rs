@@ -1,14 +1,17 @@
 //! `emporium provision`: create on the servers what the services need. Idempotent.
 
+use std::time::Duration;
+
 use anyhow::Context;
+use emporium_nats::Topology;
+use emporium_platform::Settings;
 use emporium_platform::connections::{database_name, ensure_database};
-use emporium_platform::{Connections, Settings};
 
 use crate::host::Service;
 
-/// Creates each hosted service's database and checks NATS and Redis answer.
+/// Creates each service's database, and the streams, DLQ, KV buckets and durable
+/// consumers of the whole system.
 pub(crate) async fn run(settings: &Settings) -> anyhow::Result<()> {
-    let connections = Connections::open(settings, "emporium-provision").await?;
     for service in Service::ALL {
         if let Some(service) = service.database() {
             let database = database_name(service);
@@ -18,8 +21,17 @@ pub(crate) async fn run(settings: &Settings) -> anyhow::Result<()> {
             tracing::info!(%database, "database ready");
         }
     }
-    connections.nats().flush().await.context("NATS does not answer")?;
-    connections.close().await;
-    tracing::info!("provisioned");
+
+    let client = async_nats::ConnectOptions::new()
+        .name("emporium-provision")
+        .connection_timeout(Duration::from_secs(5))
+        .connect(settings.nats_url.as_str())
+        .await
+        .with_context(|| format!("connecting to NATS at {}", settings.nats_url))?;
+    let jetstream = async_nats::jetstream::new(client.clone());
+    let subscriptions = Service::ALL.iter().flat_map(|service| service.subscriptions()).collect();
+    let done = emporium_nats::provision(&jetstream, &Topology::new(settings.partitions, subscriptions)).await?;
+    tracing::info!(streams = ?done.streams, buckets = ?done.buckets, consumers = done.consumers.len(), "provisioned");
+    client.flush().await?;
     Ok(())
 }

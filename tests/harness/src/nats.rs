@@ -77,6 +77,11 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The server's process id while it runs (to measure its memory).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Kills the server (as a crash would); its store stays for [`NatsServer::restart`].
     pub async fn stop(&mut self) -> Result<(), HarnessError> {
         if let Some(mut child) = self.child.take() {
