@@ -1,1 +1,20 @@
-//! placeholder
+//! The entity-actor runtime: one supervised `ractor` actor per entity (one per
+//! order, one per cart), spawned on its first message, passivated when idle.
+//!
+//! # Layout
+//! - [`entity`]: what an entity is: pure `decide` and `apply`, and how its
+//!   state is loaded and its decisions committed ([`EntityStore`]).
+//! - [`host`]: [`EntityHost`], which spawns, routes to, passivates and
+//!   supervises the actors, and bounds the work in flight.
+//! - [`memory`]: an in-memory store, to measure the host alone.
+//!
+//! One message at a time per entity is ractor's guarantee for one actor; the
+//! host makes sure there is only one actor per entity id.
+
+pub mod entity;
+pub mod host;
+pub mod memory;
+
+pub use entity::{Entity, EntityStore, StoreError, Versioned};
+pub use host::{EntityHost, HostConfig, HostError, Outcome};
+pub use memory::MemoryStore;
