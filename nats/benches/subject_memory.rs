@@ -5,7 +5,9 @@
 //! the same events on one subject per partition (the key in a header instead).
 //!
 //! Prints `bench: <name> = <value> <unit>` lines for `just bench`.
-//! `SUBJECT_MEMORY_EVENTS` overrides the number of events (default 1,000,000).
+//! `SUBJECT_MEMORY_EVENTS` overrides the number of events (default 1,000,000),
+//! `SUBJECT_MEMORY_MAX_BYTES` the stream's byte limit (default: production's),
+//! to see whether memory follows the retention limit or grows past it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a bench program: output is its purpose
 
@@ -39,7 +41,10 @@ async fn run(events: usize, key_in_subject: bool) -> Vec<(usize, f64)> {
     let pid = server.pid().unwrap();
     let client = async_nats::connect(server.url()).await.unwrap();
     let js = jetstream::new(client);
-    let topology = Topology::new(4, vec![]);
+    let mut topology = Topology::new(4, vec![]);
+    if let Some(max_bytes) = std::env::var("SUBJECT_MEMORY_MAX_BYTES").ok().and_then(|n| n.parse().ok()) {
+        topology.event_max_bytes = max_bytes;
+    }
     provision(&js, &topology).await.unwrap();
 
     let placed = emporium_schemas::event_type!("order", "placed", 1);
