@@ -167,12 +167,15 @@ struct HostState<E: Entity, S> {
 struct HostActor<E, S>(PhantomData<fn() -> (E, S)>);
 
 impl<E: Entity, S: EntityStore<E>> HostActor<E, S> {
-    fn forget(state: &mut HostState<E, S>, actor: &ActorId) -> Option<E::Id> {
-        let id = state.by_actor.remove(actor)?;
-        if state.entities.get(&id).is_some_and(|slot| slot.actor.get_id() == *actor) {
-            state.entities.remove(&id);
-        }
-        Some(id)
+    /// Drops the actor from both maps; returns its entity id and its slot, if it
+    /// still held one (a newer actor of the same id keeps its slot).
+    fn forget(state: &mut HostState<E, S>, actor: &ActorId) -> (Option<E::Id>, Option<Slot<E>>) {
+        let Some(id) = state.by_actor.remove(actor) else { return (None, None) };
+        let slot = match state.entities.get(&id) {
+            Some(slot) if slot.actor.get_id() == *actor => state.entities.remove(&id),
+            _ => None,
+        };
+        (Some(id), slot)
     }
 }
 
@@ -248,9 +251,8 @@ impl<E: Entity, S: EntityStore<E>> Actor for HostActor<E, S> {
                         && slot.forwarded == processed
                         && slot.last_forwarded.elapsed() >= state.config.idle_after
                 });
-                if idle && let Some(slot) = state.entities.remove(&id) {
-                    // Nothing is queued for it: forget it and stop it in one step.
-                    state.by_actor.remove(&actor);
+                // Nothing is queued for it: forget it and stop it in one step.
+                if idle && let (_, Some(slot)) = Self::forget(state, &actor) {
                     slot.actor.stop(Some("passivated".to_owned()));
                 }
             }
@@ -270,7 +272,7 @@ impl<E: Entity, S: EntityStore<E>> Actor for HostActor<E, S> {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorFailed(cell, error) => {
-                let id = Self::forget(state, &cell.get_id());
+                let (id, _) = Self::forget(state, &cell.get_id());
                 tracing::error!(entity.id = ?id, %error, "entity actor failed; it is rebuilt from storage on its next message");
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {

@@ -2,10 +2,10 @@
 //!
 //! async-nats 0.51 cannot create buckets against 2.9 (`create_key_value` fails
 //! parsing 2.9's account info), so a bucket is created as its backing stream
-//! `KV_<bucket>` with the settings the KV layer expects, then opened with
-//! `get_key_value`, which works.
+//! `KV_<bucket>` with the settings the KV layer expects; open it with
+//! `jetstream.get_key_value(name)`, which works.
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::stream;
 
 use crate::topology::Bucket;
 
@@ -26,9 +26,4 @@ pub fn stream_config(bucket: &Bucket) -> stream::Config {
         num_replicas: 1,
         ..Default::default()
     }
-}
-
-/// Opens a provisioned bucket.
-pub async fn open(jetstream: &jetstream::Context, name: &str) -> Result<kv::Store, jetstream::context::KeyValueError> {
-    jetstream.get_key_value(name).await
 }

@@ -4,7 +4,7 @@
 //! - [`topology`]: streams, the DLQ, KV buckets and durable consumers, as code,
 //!   with their retention limits.
 //! - [`provision`]: creates or updates all of it, idempotently (`emporium provision`).
-//! - [`buckets`]: opening a KV bucket on nats-server 2.9.
+//! - [`buckets`]: KV buckets on nats-server 2.9 (created as their backing stream).
 
 pub mod buckets;
 pub mod provision;

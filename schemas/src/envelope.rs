@@ -16,7 +16,8 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::registry::{CommandType, EventType};
-use crate::values::{Role, UserId, ValueError, parse_hyphenated_uuid};
+pub use crate::values::MessageId;
+use crate::values::{Role, UserId};
 
 /// An event's payload type, bound to its registered type and version.
 pub trait Event: Serialize + DeserializeOwned {
@@ -37,45 +38,6 @@ pub enum DecodeError {
     DataNotAnObject,
     #[error("expected a {expected} v{expected_version} message, got {got} v{got_version}")]
     WrongType { expected: &'static str, expected_version: u32, got: String, got_version: u32 },
-}
-
-/// A message id: a UUIDv7, so ids sort by creation time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct MessageId(Uuid);
-
-impl MessageId {
-    pub fn new_v7() -> Self {
-        Self(Uuid::now_v7())
-    }
-    pub const fn as_uuid(&self) -> &Uuid {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for MessageId {
-    type Error = ValueError;
-    fn try_from(text: String) -> Result<Self, ValueError> {
-        parse_hyphenated_uuid(&text).map(Self)
-    }
-}
-
-impl From<MessageId> for String {
-    fn from(id: MessageId) -> String {
-        id.0.to_string()
-    }
-}
-
-impl From<Uuid> for MessageId {
-    fn from(uuid: Uuid) -> Self {
-        Self(uuid)
-    }
-}
-
-impl fmt::Display for MessageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
 }
 
 /// The saga or entity key an event belongs to; the last token of its subject,
@@ -243,16 +205,18 @@ impl RawEnvelope {
     }
 
     pub fn decode<D: Event>(self) -> Result<Envelope<D>, DecodeError> {
-        if !self.is::<D>() {
-            return Err(DecodeError::WrongType {
-                expected: D::TYPE.type_name,
-                expected_version: D::TYPE.version,
-                got: self.wire.type_name,
-                got_version: self.wire.schema,
-            });
-        }
+        expect_type(D::TYPE.type_name, D::TYPE.version, &self.wire.type_name, self.wire.schema)?;
         let EventWire { id, key, seq, occurred_at, correlation_id, causation_id, data, .. } = self.wire;
         Ok(Envelope { id, key, seq, occurred_at, correlation_id, causation_id, data: decode_data(&data)? })
+    }
+}
+
+/// Refuses a message whose `type` or `schema` is not the expected one.
+fn expect_type(expected: &'static str, expected_version: u32, got: &str, got_version: u32) -> Result<(), DecodeError> {
+    if got == expected && got_version == expected_version {
+        Ok(())
+    } else {
+        Err(DecodeError::WrongType { expected, expected_version, got: got.to_owned(), got_version })
     }
 }
 
@@ -304,14 +268,7 @@ impl<C: Command> CommandEnvelope<C> {
     /// Decodes a command of type `C`, refusing any other type or version.
     pub fn from_json(bytes: &[u8]) -> Result<Self, DecodeError> {
         let wire: CommandWire<Box<RawValue>> = serde_json::from_slice(bytes)?;
-        if wire.type_name != C::TYPE.type_name || wire.schema != C::TYPE.version {
-            return Err(DecodeError::WrongType {
-                expected: C::TYPE.type_name,
-                expected_version: C::TYPE.version,
-                got: wire.type_name,
-                got_version: wire.schema,
-            });
-        }
+        expect_type(C::TYPE.type_name, C::TYPE.version, &wire.type_name, wire.schema)?;
         let CommandWire { id, key, correlation_id, sent_at, principal, data, .. } = wire;
         Ok(Self { id, key, correlation_id, sent_at, principal, data: decode_data(&data)? })
     }

@@ -87,6 +87,10 @@ pub(crate) fn parse_hyphenated_uuid(text: &str) -> Result<Uuid, ValueError> {
 }
 
 uuid_id!(
+    /// The id of an event or command: a UUIDv7, so ids sort by creation time.
+    MessageId
+);
+uuid_id!(
     /// An order; also the key of every event of its checkout saga.
     OrderId
 );
