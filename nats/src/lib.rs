@@ -1,14 +1,36 @@
-//! Emporium's JetStream plumbing.
+//! Emporium's JetStream plumbing and the messaging contract around it.
 //!
 //! # Layout
 //! - [`topology`]: streams, the DLQ, KV buckets and durable consumers, as code,
 //!   with their retention limits.
 //! - [`provision`]: creates or updates all of it, idempotently (`emporium provision`).
 //! - [`buckets`]: KV buckets on nats-server 2.9 (created as their backing stream).
+//! - [`publisher`]: subjects and `Nats-Msg-Id`s from event types; pipelined publishing.
+//! - [`consumer`]: the one consumer loop (batches, ack after commit, NAK
+//!   backoff, per-key order, the delivery bound) and the `seq` freshness check.
+//! - [`dlq`]: dead letters, listed and replayed.
+//! - [`outbox`], [`inbox`]: the transactional outbox with its relay, and the
+//!   inbox that makes consumers idempotent.
+//! - [`lease`]: leases in the `locks` bucket.
+//! - [`dedup`]: the `dedup` bucket for side-effect-only handlers.
+//! - [`clock`]: injected wall-clock time.
 
 pub mod buckets;
+pub mod clock;
+pub mod consumer;
+pub mod dedup;
+pub mod dlq;
+pub mod inbox;
+pub mod lease;
+pub mod outbox;
 pub mod provision;
+pub mod publisher;
 pub mod topology;
 
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use consumer::{ConsumerLoop, Delivery, EventSet, Freshness, Handled, Handler, HandlerError, LoopConfig};
+pub use lease::{Acquire, Lease, LeaseError, Leases};
+pub use outbox::{OutboxRelay, OutboxSignal, RelayConfig};
 pub use provision::{ProvisionError, provision};
+pub use publisher::{OutgoingEvent, Publisher};
 pub use topology::{Bucket, Subscription, Topology};

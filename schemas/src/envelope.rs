@@ -135,6 +135,15 @@ pub struct Envelope<D> {
     pub data: D,
 }
 
+impl<D> Envelope<D> {
+    /// The same event with its payload wrapped, e.g. into an enum of the
+    /// events a consumer handles.
+    pub fn map<E>(self, wrap: impl FnOnce(D) -> E) -> Envelope<E> {
+        let Envelope { id, key, seq, occurred_at, correlation_id, causation_id, data } = self;
+        Envelope { id, key, seq, occurred_at, correlation_id, causation_id, data: wrap(data) }
+    }
+}
+
 /// The envelope as it is on the wire; `T` is the payload, typed or raw.
 #[derive(Debug, Serialize, Deserialize)]
 struct EventWire<T> {

@@ -3,8 +3,11 @@
 //! - `emporium run [SERVICE…|all]`: host the named services in this process.
 //! - `emporium provision`: create what the services need on the servers (idempotent).
 //! - `emporium watch <key>`: print one order's (or any entity's) events live.
+//! - `emporium dlq list|replay`, `emporium outbox replay --since <time>`: operate
+//!   the messaging backbone.
 
 mod host;
+mod operator;
 mod provision;
 mod watch;
 
@@ -33,6 +36,46 @@ enum Commands {
         /// The saga or entity key: for a checkout, the order id.
         key: String,
     },
+    /// Inspect and replay dead letters.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Operate the services' transactional outboxes.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// Print dead letters, oldest first: DLQ sequence, time, consumer, subject, attempts, reason.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Republish dead letters to their original subjects and remove them from the DLQ.
+    Replay {
+        /// DLQ sequences, as `dlq list` prints them.
+        sequences: Vec<u64>,
+        /// Replay every dead letter.
+        #[arg(long, conflicts_with = "sequences")]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OutboxCommand {
+    /// Republish every event written since a time; consumers ignore what they already applied.
+    Replay {
+        /// RFC 3339 (2026-11-21T09:00:00Z) or an age (90s, 15m, 1h, 2d).
+        #[arg(long)]
+        since: String,
+        /// Only this service's outbox.
+        #[arg(long, value_enum)]
+        service: Option<ServiceArg>,
+    },
 }
 
 /// A service name on the command line.
@@ -40,6 +83,16 @@ enum Commands {
 enum ServiceArg {
     All,
     Gateway,
+}
+
+impl ServiceArg {
+    /// The one service named, `None` for `all`.
+    fn service(self) -> Option<host::Service> {
+        match self {
+            ServiceArg::All => None,
+            ServiceArg::Gateway => Some(host::Service::Gateway),
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +105,15 @@ fn main() -> anyhow::Result<()> {
             Commands::Run { services } => host::run(settings, &selected(&services)).await,
             Commands::Provision => provision::run(&settings).await,
             Commands::Watch { key } => watch::run(&settings, key).await,
+            Commands::Dlq { command: DlqCommand::List { limit } } => operator::dlq_list(&settings, limit).await,
+            Commands::Dlq { command: DlqCommand::Replay { sequences, all } } => {
+                operator::dlq_replay(&settings, sequences, all).await
+            }
+            Commands::Outbox { command: OutboxCommand::Replay { since, service } } => {
+                let since = operator::parse_since(&since, chrono::Utc::now()).map_err(anyhow::Error::msg)?;
+                let only = service.and_then(ServiceArg::service);
+                operator::outbox_replay(&settings, since, only).await
+            }
         }
     })
 }
@@ -61,13 +123,7 @@ fn selected(args: &[ServiceArg]) -> Vec<host::Service> {
     if args.is_empty() || args.contains(&ServiceArg::All) {
         return host::Service::ALL.to_vec();
     }
-    let mut services: Vec<host::Service> = args
-        .iter()
-        .filter_map(|arg| match arg {
-            ServiceArg::All => None,
-            ServiceArg::Gateway => Some(host::Service::Gateway),
-        })
-        .collect();
+    let mut services: Vec<host::Service> = args.iter().copied().filter_map(ServiceArg::service).collect();
     services.dedup();
     services
 }

@@ -1,11 +1,10 @@
 //! `emporium provision`: create on the servers what the services need. Idempotent.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use emporium_nats::Topology;
 use emporium_platform::Settings;
-use emporium_platform::connections::{database_name, ensure_database};
+use emporium_platform::connections::{database_name, database_options, ensure_database};
+use sqlx::postgres::PgPoolOptions;
 
 use crate::host::Service;
 
@@ -18,16 +17,15 @@ pub(crate) async fn run(settings: &Settings) -> anyhow::Result<()> {
             ensure_database(&settings.database_url, &database)
                 .await
                 .with_context(|| format!("creating database {database}"))?;
+            let options = database_options(&settings.database_url, &database)?;
+            let pool = PgPoolOptions::new().max_connections(1).connect_with(options).await?;
+            emporium_nats::outbox::migrate(&pool).await.with_context(|| format!("migrating {database}"))?;
+            pool.close().await;
             tracing::info!(%database, "database ready");
         }
     }
 
-    let client = async_nats::ConnectOptions::new()
-        .name("emporium-provision")
-        .connection_timeout(Duration::from_secs(5))
-        .connect(settings.nats_url.as_str())
-        .await
-        .with_context(|| format!("connecting to NATS at {}", settings.nats_url))?;
+    let client = crate::operator::connect_nats(settings, "emporium-provision").await?;
     let jetstream = async_nats::jetstream::new(client.clone());
     let subscriptions = Service::ALL.iter().flat_map(|service| service.subscriptions()).collect();
     let done = emporium_nats::provision(&jetstream, &Topology::new(settings.partitions, subscriptions)).await?;

@@ -75,14 +75,14 @@ fn replace_database(url: &str, database: &str) -> String {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         // Dropping needs async I/O and Drop is sync, and the test's runtime may be
-        // shutting down: do it on a thread of its own with a small runtime.
-        let pool = self.pool.clone();
+        // shutting down: do it on a thread of its own with a small runtime. The
+        // pool is not closed first: that waits for connections that tasks on the
+        // (now blocked) test runtime hold; FORCE ends them instead.
         let server_url = self.server_url.clone();
         let name = self.name.clone();
         let dropper = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             runtime.block_on(async move {
-                pool.close().await;
                 let Ok(options) = PgConnectOptions::from_str(&server_url) else { return };
                 if let Ok(mut admin) = options.connect().await {
                     let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
