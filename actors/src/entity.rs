@@ -8,6 +8,10 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::hash::Hash;
 
+use uuid::Uuid;
+
+use crate::writer::InboxEntry;
+
 /// A kind of entity (an order, a cart).
 pub trait Entity: Send + Sync + 'static {
     type Id: Clone + Eq + Hash + Debug + Send + Sync + 'static;
@@ -25,6 +29,8 @@ pub trait Entity: Send + Sync + 'static {
 }
 
 /// State with the version it was loaded or committed at (0: never stored).
+/// The version counts the entity's events: a decision that emits two events
+/// moves it by two, and each event's envelope `seq` is its own version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Versioned<S> {
     pub version: u64,
@@ -37,8 +43,22 @@ pub enum StoreError {
     /// Someone else committed first: the decision was made on stale state.
     #[error("version conflict: expected {expected}, found {found}")]
     Conflict { expected: u64, found: u64 },
+    /// The message carrying the decision was applied before (its inbox entry
+    /// exists): nothing was written, and the decision is dropped.
+    #[error("message already applied")]
+    Duplicate,
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+}
+
+/// What travels with a command into the commit: the ids that trace its flow
+/// and, for a command made from an event, the inbox entry that makes its
+/// redelivery a no-op.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitMeta {
+    pub correlation_id: Uuid,
+    pub causation_id: Uuid,
+    pub inbox: Option<InboxEntry>,
 }
 
 /// Where an entity's state lives. `commit` is version-checked: it succeeds only
@@ -46,12 +66,14 @@ pub enum StoreError {
 pub trait EntityStore<E: Entity>: Send + Sync + 'static {
     fn load(&self, id: &E::Id) -> impl Future<Output = Result<Versioned<E::State>, StoreError>> + Send;
 
-    /// Stores `events` and `state` (already applied) as `expected_version + 1`.
+    /// Stores `events` and `state` (already applied) as version
+    /// `expected_version + events.len()`.
     fn commit(
         &self,
         id: &E::Id,
         expected_version: u64,
         events: &[E::Event],
         state: &E::State,
+        meta: &CommitMeta,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

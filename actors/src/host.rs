@@ -22,7 +22,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::entity::{Entity, EntityStore, StoreError, Versioned};
+use crate::entity::{CommitMeta, Entity, EntityStore, StoreError, Versioned};
 
 /// How a host behaves.
 #[derive(Debug, Clone)]
@@ -95,11 +95,16 @@ impl<E: Entity> EntityHost<E> {
 
     /// Delivers `command` to entity `id` and waits for its decision.
     pub async fn send(&self, id: E::Id, command: E::Command) -> Outcome<E> {
+        self.send_with(id, command, CommitMeta::default()).await
+    }
+
+    /// Like [`send`](Self::send), with the ids and inbox entry to commit with the decision.
+    pub async fn send_with(&self, id: E::Id, command: E::Command, meta: CommitMeta) -> Outcome<E> {
         let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
             return Err(HostError::Overloaded);
         };
         let asked =
-            self.host.call(|reply| HostMsg::Deliver { id, command, reply }, Some(self.config.call_timeout)).await;
+            self.host.call(|reply| HostMsg::Deliver { id, command, meta, reply }, Some(self.config.call_timeout)).await;
         match asked {
             Ok(CallResult::Success(outcome)) => outcome,
             Ok(CallResult::Timeout) => Err(HostError::Timeout(self.config.call_timeout)),
@@ -133,6 +138,7 @@ enum HostMsg<E: Entity> {
     Deliver {
         id: E::Id,
         command: E::Command,
+        meta: CommitMeta,
         reply: RpcReplyPort<Outcome<E>>,
     },
     Sweep,
@@ -146,7 +152,7 @@ enum HostMsg<E: Entity> {
 }
 
 enum EntityMsg<E: Entity> {
-    Command { command: E::Command, reply: RpcReplyPort<Outcome<E>> },
+    Command { command: E::Command, meta: CommitMeta, reply: RpcReplyPort<Outcome<E>> },
     PassivateIfIdle,
 }
 
@@ -208,7 +214,7 @@ impl<E: Entity, S: EntityStore<E>> Actor for HostActor<E, S> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            HostMsg::Deliver { id, command, reply } => {
+            HostMsg::Deliver { id, command, meta, reply } => {
                 if !state.entities.contains_key(&id) {
                     let entity = EntityActor::<E, S>(PhantomData);
                     let args = EntityArgs { id: id.clone(), store: state.store.clone(), host: myself.clone() };
@@ -230,7 +236,7 @@ impl<E: Entity, S: EntityStore<E>> Actor for HostActor<E, S> {
                     slot.forwarded += 1;
                     slot.last_forwarded = Instant::now();
                     if let Err(ractor::MessagingErr::SendErr(EntityMsg::Command { reply, .. })) =
-                        slot.actor.send_message(EntityMsg::Command { command, reply })
+                        slot.actor.send_message(EntityMsg::Command { command, meta, reply })
                     {
                         // The actor is stopping; its failure event will remove it.
                         let _ = reply.send(Err(HostError::EntityFailed));
@@ -302,7 +308,20 @@ struct EntityState<E: Entity, S> {
 struct EntityActor<E, S>(PhantomData<fn() -> (E, S)>);
 
 impl<E: Entity, S: EntityStore<E>> EntityActor<E, S> {
-    async fn decide_and_commit(state: &mut EntityState<E, S>, command: &E::Command) -> Outcome<E> {
+    /// Decides on the current state and commits. A version conflict means
+    /// another writer moved the entity: reload and decide again, a few times.
+    async fn decide_and_commit(state: &mut EntityState<E, S>, command: &E::Command, meta: &CommitMeta) -> Outcome<E> {
+        const ATTEMPTS: usize = 3;
+        let mut attempt = 1;
+        loop {
+            match Self::decide_once(state, command, meta).await {
+                Err(HostError::Store(StoreError::Conflict { .. })) if attempt < ATTEMPTS => attempt += 1,
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn decide_once(state: &mut EntityState<E, S>, command: &E::Command, meta: &CommitMeta) -> Outcome<E> {
         let current = match state.loaded.take() {
             Some(current) => current,
             None => state.store.load(&state.id).await?,
@@ -322,13 +341,15 @@ impl<E: Entity, S: EntityStore<E>> EntityActor<E, S> {
         for event in &events {
             E::apply(&mut next, event);
         }
-        match state.store.commit(&state.id, current.version, &events, &next).await {
+        match state.store.commit(&state.id, current.version, &events, &next, meta).await {
             Ok(()) => {
-                state.loaded = Some(Versioned { version: current.version + 1, state: next });
+                state.loaded = Some(Versioned { version: current.version + events.len() as u64, state: next });
                 Ok(events)
             }
-            // Stale: leave `loaded` empty so the next message reloads fresh state.
+            // Stale: leave `loaded` empty so the next attempt reloads fresh state.
             Err(conflict @ StoreError::Conflict { .. }) => Err(conflict.into()),
+            // Applied before: nothing to do, but reload in case it was by another writer.
+            Err(StoreError::Duplicate) => Ok(Vec::new()),
             Err(other) => {
                 state.loaded = Some(current);
                 Err(other.into())
@@ -357,8 +378,8 @@ impl<E: Entity, S: EntityStore<E>> Actor for EntityActor<E, S> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            EntityMsg::Command { command, reply } => {
-                let outcome = Self::decide_and_commit(state, &command).await;
+            EntityMsg::Command { command, meta, reply } => {
+                let outcome = Self::decide_and_commit(state, &command, &meta).await;
                 state.processed += 1;
                 let _ = reply.send(outcome);
             }

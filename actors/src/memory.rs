@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::entity::{Entity, EntityStore, StoreError, Versioned};
+use crate::entity::{CommitMeta, Entity, EntityStore, StoreError, Versioned};
 
 /// State per id in a map; `commits` counts successful commits.
 pub struct MemoryStore<E: Entity> {
@@ -52,15 +52,16 @@ impl<E: Entity> EntityStore<E> for std::sync::Arc<MemoryStore<E>> {
         &self,
         id: &E::Id,
         expected_version: u64,
-        _events: &[E::Event],
+        events: &[E::Event],
         state: &E::State,
+        _meta: &CommitMeta,
     ) -> Result<(), StoreError> {
         let mut rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
         let found = rows.get(id).map_or(0, |row| row.version);
         if found != expected_version {
             return Err(StoreError::Conflict { expected: expected_version, found });
         }
-        rows.insert(id.clone(), Versioned { version: found + 1, state: state.clone() });
+        rows.insert(id.clone(), Versioned { version: found + events.len() as u64, state: state.clone() });
         self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

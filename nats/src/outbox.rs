@@ -12,6 +12,7 @@
 //! serialise group commit). Polling catches anything else.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -128,6 +129,14 @@ impl Default for RelayConfig {
     }
 }
 
+/// What a relay did: for benchmarks and logs.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    pub published: AtomicU64,
+    /// Transactions that marked rows published.
+    pub marks: AtomicU64,
+}
+
 /// One service's outbox relay.
 #[derive(Debug, Clone)]
 pub struct OutboxRelay {
@@ -137,6 +146,7 @@ pub struct OutboxRelay {
     leases: Leases,
     signal: OutboxSignal,
     config: RelayConfig,
+    stats: Arc<RelayStats>,
 }
 
 impl OutboxRelay {
@@ -148,7 +158,11 @@ impl OutboxRelay {
         signal: OutboxSignal,
         config: RelayConfig,
     ) -> Self {
-        Self { service: service.into(), pool, publisher, leases, signal, config }
+        Self { service: service.into(), pool, publisher, leases, signal, config, stats: Arc::default() }
+    }
+
+    pub fn stats(&self) -> Arc<RelayStats> {
+        self.stats.clone()
     }
 
     fn lease_name(&self) -> String {
@@ -180,16 +194,29 @@ impl OutboxRelay {
                 Ok(report) => report.acked,
                 Err(partial) => {
                     // Mark the acknowledged prefix; the rest is retried in order.
-                    mark_published(&self.pool, &positions[..partial.report.acked]).await?;
+                    self.mark_published(&positions[..partial.report.acked]).await?;
                     return Err(partial.into());
                 }
             };
-            mark_published(&self.pool, &positions[..published]).await?;
+            self.mark_published(&positions[..published]).await?;
             total += published;
             if rows.len() < usize::try_from(self.config.batch).unwrap_or(usize::MAX) {
                 return Ok(total);
             }
         }
+    }
+
+    async fn mark_published(&self, positions: &[i64]) -> Result<(), sqlx::Error> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("UPDATE outbox SET published_at = clock_timestamp() WHERE position = ANY($1)")
+            .bind(positions)
+            .execute(&self.pool)
+            .await?;
+        self.stats.marks.fetch_add(1, Ordering::Relaxed);
+        self.stats.published.fetch_add(positions.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Deletes published rows, and inbox rows, older than the replay window.
@@ -338,17 +365,6 @@ fn decode_rows(rows: &[sqlx::postgres::PgRow]) -> Result<(Vec<i64>, Vec<Outgoing
         events.push(event);
     }
     Ok((positions, events))
-}
-
-async fn mark_published(pool: &PgPool, positions: &[i64]) -> Result<(), sqlx::Error> {
-    if positions.is_empty() {
-        return Ok(());
-    }
-    sqlx::query("UPDATE outbox SET published_at = clock_timestamp() WHERE position = ANY($1)")
-        .bind(positions)
-        .execute(pool)
-        .await?;
-    Ok(())
 }
 
 /// Republishes every outbox row written since `since`, published or not, in

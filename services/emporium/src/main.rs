@@ -95,10 +95,19 @@ impl ServiceArg {
     }
 }
 
+/// jemalloc returns the memory of passivated entities to the OS (glibc's
+/// malloc keeps it: measured in `actors/tests/host.rs`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::from_env()?;
     telemetry::init(settings.log_format);
+    // Background threads purge freed pages after jemalloc's decay time.
+    if let Err(error) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!(%error, "jemalloc background threads unavailable; freed memory returns more slowly");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
