@@ -360,3 +360,80 @@ async fn partition_addressed_commands_land_on_their_entity_and_only_on_their_par
     stop.cancel();
     serving.await.unwrap().unwrap();
 }
+
+/// Routes `order.shipped` events to the ticket named by their key: adds the event's seq.
+struct ShippedToTicket;
+
+impl emporium_actors::events::EventRoute<Ticket> for ShippedToTicket {
+    type Event = OrderShipped;
+
+    fn route(&self, event: &Envelope<OrderShipped>) -> Option<(Uuid, TicketCommand)> {
+        Some((Ticket::id(&event.key)?, TicketCommand::Add(u32::try_from(event.seq.get()).ok()?)))
+    }
+}
+
+#[tokio::test]
+async fn event_handlers_route_events_to_the_entities_and_a_replay_changes_nothing() {
+    use emporium_nats::topology::event_stream;
+    use emporium_nats::{ConsumerLoop, LoopConfig, Publisher, Subscription, Topology};
+
+    let db = database().await;
+    let nats = TestNats::start().await.unwrap();
+    let js = async_nats::jetstream::new(nats.client().clone());
+    let subscription = Subscription { service: "tickets", context: "order" };
+    emporium_nats::provision(&js, &Topology::new(4, vec![subscription.clone()])).await.unwrap();
+    let (host, _) = host(db.pool(), config()).await;
+    let handler = Arc::new(emporium_actors::events::ToEntities::new(host, ShippedToTicket, "tickets"));
+    let stop = CancellationToken::new();
+    let stats: Vec<_> = Partition::all(4)
+        .map(|partition| {
+            let consumer = ConsumerLoop::new(
+                js.clone(),
+                event_stream("order"),
+                subscription.durable_name(partition),
+                handler.clone(),
+                LoopConfig::default(),
+            );
+            let stats = consumer.stats();
+            tokio::spawn(consumer.run(stop.clone()));
+            stats
+        })
+        .collect();
+    let applied = || stats.iter().map(|s| s.applied.load(Ordering::Relaxed)).sum::<u64>();
+    let skipped = || stats.iter().map(|s| s.skipped.load(Ordering::Relaxed)).sum::<u64>();
+
+    let publisher = Publisher::new(js.clone(), 4);
+    let tickets: Vec<Uuid> = (0..50).map(|_| Uuid::now_v7()).collect();
+    let mut events = Vec::new();
+    for ticket in &tickets {
+        for seq in 1..=3 {
+            let mut event = Ticket::outgoing(
+                &Ticket::key(ticket),
+                Seq::try_from(seq).unwrap(),
+                &TicketEvent::Expired,
+                &CommitMeta::default(),
+            )
+            .unwrap();
+            event.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+            events.push(event);
+        }
+    }
+    publisher.publish_all(&events).await.unwrap();
+    assert!(eventually(Duration::from_secs(20), || async { applied() == 150 }).await, "applied {}", applied());
+    for ticket in &tickets {
+        assert_eq!(stored(db.pool(), *ticket).await, (3, TicketState { added: vec![1, 2, 3], ..Default::default() }));
+    }
+
+    // The same events again, as a replay past the duplicate window would bring them.
+    let replayed: Vec<_> = events
+        .iter()
+        .map(|event| async { js.publish(event.subject(4), event.payload.clone()).await.unwrap().await.unwrap() })
+        .collect();
+    futures::future::join_all(replayed).await;
+    assert!(eventually(Duration::from_secs(20), || async { skipped() == 150 }).await, "skipped {}", skipped());
+    assert_eq!(applied(), 150);
+    for ticket in tickets.iter().step_by(7) {
+        assert_eq!(stored(db.pool(), *ticket).await.1.added, vec![1, 2, 3]);
+    }
+    stop.cancel();
+}

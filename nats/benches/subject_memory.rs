@@ -7,7 +7,9 @@
 //! Prints `bench: <name> = <value> <unit>` lines for `just bench`.
 //! `SUBJECT_MEMORY_EVENTS` overrides the number of events (default 1,000,000),
 //! `SUBJECT_MEMORY_MAX_BYTES` the stream's byte limit (default: production's),
-//! to see whether memory follows the retention limit or grows past it.
+//! to see whether memory follows the retention limit or grows past it, and
+//! `SUBJECT_MEMORY_DUPLICATE_WINDOW_SECS` the duplicate window (default:
+//! production's 120 s), whose `Nats-Msg-Id` table grows with the publish rate.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a bench program: output is its purpose
 
@@ -44,6 +46,9 @@ async fn run(events: usize, key_in_subject: bool) -> Vec<(usize, f64)> {
     let mut topology = Topology::new(4, vec![]);
     if let Some(max_bytes) = std::env::var("SUBJECT_MEMORY_MAX_BYTES").ok().and_then(|n| n.parse().ok()) {
         topology.event_max_bytes = max_bytes;
+    }
+    if let Some(secs) = std::env::var("SUBJECT_MEMORY_DUPLICATE_WINDOW_SECS").ok().and_then(|n| n.parse().ok()) {
+        topology.duplicate_window = std::time::Duration::from_secs(secs);
     }
     provision(&js, &topology).await.unwrap();
 

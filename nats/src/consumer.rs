@@ -276,7 +276,9 @@ impl<H: Handler> ConsumerLoop<H> {
             for message in chunk {
                 messages.push(message?);
             }
+            let (count, began) = (messages.len(), Instant::now());
             self.handle_chunk(messages, held).await;
+            tracing::trace!(consumer = %self.durable, count, took = ?began.elapsed(), "chunk handled");
             self.release_overdue(held).await;
             if stop.is_cancelled() {
                 break;

@@ -179,6 +179,7 @@ impl OutboxRelay {
     pub async fn publish_pending(&self) -> Result<usize, RelayError> {
         let mut total = 0;
         loop {
+            let step = std::time::Instant::now();
             let rows = sqlx::query(
                 "SELECT position, id, type_name, schema, key, seq, payload, traceparent
                  FROM outbox WHERE published_at IS NULL ORDER BY position LIMIT $1",
@@ -190,6 +191,7 @@ impl OutboxRelay {
                 return Ok(total);
             }
             let (positions, events) = decode_rows(&rows)?;
+            let read = step.elapsed();
             let published = match self.publisher.publish_all(&events).await {
                 Ok(report) => report.acked,
                 Err(partial) => {
@@ -198,7 +200,9 @@ impl OutboxRelay {
                     return Err(partial.into());
                 }
             };
+            let acked = step.elapsed();
             self.mark_published(&positions[..published]).await?;
+            tracing::debug!(rows = published, ?read, ?acked, done = ?step.elapsed(), "outbox step");
             total += published;
             if rows.len() < usize::try_from(self.config.batch).unwrap_or(usize::MAX) {
                 return Ok(total);

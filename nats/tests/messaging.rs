@@ -498,3 +498,24 @@ async fn the_dedup_bucket_runs_a_side_effect_once_per_consumer() {
     assert!(!mailer.once(event, effect()).await.unwrap());
     assert!(!other.seen(event).await.unwrap(), "consumers are deduplicated separately");
 }
+
+#[tokio::test]
+async fn published_rows_are_kept_for_the_replay_window_and_pruned_after_it() {
+    let fx = Fixture::start().await;
+    let signal = OutboxSignal::default();
+    let relay = fx.relay(&signal).await;
+    let keys = keys(5);
+    write_events(fx.pool(), &keys, 2, &signal).await;
+    assert_eq!(relay.publish_pending().await.unwrap(), 10);
+    let mut tx = fx.pool().begin().await.unwrap();
+    outbox::append(&mut tx, &keys.iter().map(|key| shipped(key, 3)).collect::<Vec<_>>()).await.unwrap();
+    assert!(inbox::record(&mut tx, "projection", MessageId::new_v7()).await.unwrap());
+    tx.commit().await.unwrap();
+
+    assert_eq!(relay.prune().await.unwrap(), 0, "everything is inside the replay window");
+    // Age everything past the window (7 days by default).
+    sqlx::query("UPDATE outbox SET created_at = created_at - interval '8 days'").execute(fx.pool()).await.unwrap();
+    sqlx::query("UPDATE inbox SET processed_at = processed_at - interval '8 days'").execute(fx.pool()).await.unwrap();
+    assert_eq!(relay.prune().await.unwrap(), 10 + 1, "published outbox rows and inbox rows go");
+    assert_eq!(unpublished(fx.pool()).await, 5, "unpublished rows stay, however old");
+}
