@@ -519,3 +519,40 @@ async fn published_rows_are_kept_for_the_replay_window_and_pruned_after_it() {
     assert_eq!(relay.prune().await.unwrap(), 10 + 1, "published outbox rows and inbox rows go");
     assert_eq!(unpublished(fx.pool()).await, 5, "unpublished rows stay, however old");
 }
+
+#[tokio::test]
+async fn a_commit_in_a_process_that_does_not_lead_wakes_the_leader_through_notify() {
+    let fx = Fixture::start().await;
+    // Two processes' relays; polling so slow that only a NOTIFY explains a prompt publish.
+    let slow = RelayConfig { poll: Duration::from_secs(300), lease_ttl: Duration::from_secs(30), ..Default::default() };
+    let relay = |signal: &OutboxSignal, holder: &str| {
+        let (fx, signal, holder, config) = (&fx, signal.clone(), holder.to_owned(), slow.clone());
+        async move {
+            let leases = fx.leases(&holder, Arc::new(SystemClock)).await;
+            OutboxRelay::new(SERVICE, fx.pool().clone(), fx.publisher.clone(), leases, signal, config)
+        }
+    };
+    let (leader_signal, follower_signal) = (OutboxSignal::default(), OutboxSignal::default());
+    let leader = relay(&leader_signal, "leader").await;
+    let stop = CancellationToken::new();
+    tokio::spawn(leader.run(stop.clone()));
+    // Leading and listening: its LISTEN is the last statement of one of our backends.
+    let listening = eventually(Duration::from_secs(10), || async {
+        let listeners: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+        )
+        .fetch_one(fx.pool())
+        .await
+        .unwrap();
+        listeners == 1
+    })
+    .await;
+    assert!(listening);
+    tokio::spawn(relay(&follower_signal, "follower").await.run(stop.clone()));
+
+    // The follower's process commits and wakes its own relay, which forwards a NOTIFY.
+    write_events(fx.pool(), &keys(3), 2, &follower_signal).await;
+    assert!(eventually(Duration::from_secs(10), || async { unpublished(fx.pool()).await == 0 }).await);
+    assert_eq!(fx.stream_messages().await, 6);
+    stop.cancel();
+}
