@@ -13,13 +13,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::pull::Batch;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use emporium_schemas::{DecodeError, EntityKey, Envelope, Event, RawEnvelope, Seq};
 use futures::StreamExt;
+use futures::stream::{FuturesUnordered, ReadyChunks};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -204,6 +207,29 @@ struct Held {
     messages: BTreeMap<u64, (Incoming, RawEnvelope)>,
 }
 
+/// A key's chain of messages in the handler; yields the key and, if the
+/// chain ended in a NAK, what is held for it.
+type Chain<'a> = Pin<Box<dyn Future<Output = (EntityKey, Option<Held>)> + Send + 'a>>;
+
+/// Per-key state between messages.
+#[derive(Default)]
+struct Lanes {
+    /// Keys whose NAKed message has not come back yet.
+    held: HashMap<EntityKey, Held>,
+    /// Keys with a chain in the handler, and what arrived for them since.
+    busy: HashMap<EntityKey, Vec<(Incoming, RawEnvelope)>>,
+}
+
+/// The next chunk of ready messages; pends while there is no pull request.
+async fn next_chunk(
+    batch: &mut Option<ReadyChunks<Batch>>,
+) -> Option<Vec<Result<jetstream::Message, async_nats::Error>>> {
+    match batch {
+        Some(batch) => batch.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// One durable consumer's loop.
 pub struct ConsumerLoop<H> {
     jetstream: jetstream::Context,
@@ -235,98 +261,140 @@ impl<H: Handler> ConsumerLoop<H> {
         self.stats.clone()
     }
 
-    /// Runs until `stop` is cancelled, finishing the batch in hand. Keeps
+    /// Runs until `stop` is cancelled, then finishes the work in hand. Keeps
     /// pulling through server restarts and outages.
+    ///
+    /// Each key is a lane: its messages go to the handler one chain at a
+    /// time, while other keys' chains run alongside and the next messages are
+    /// pulled, so the handler's commits overlap (and group-commit together)
+    /// instead of waiting for one another. The server's `max_ack_pending`
+    /// bounds what is in flight.
     pub async fn run(self, stop: CancellationToken) {
-        let mut held: HashMap<EntityKey, Held> = HashMap::new();
+        let this = &self;
+        let mut lanes = Lanes::default();
+        let mut running: FuturesUnordered<Chain<'_>> = FuturesUnordered::new();
+        let mut batch: Option<ReadyChunks<Batch>> = None;
+        let mut retry_at = Instant::now();
         let mut failures = 0u32;
-        while !stop.is_cancelled() {
-            let round = tokio::select! {
+        let mut overdue_check = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
                 () = stop.cancelled() => break,
-                round = self.pull_round(&mut held, &stop) => round,
-            };
-            match round {
-                Ok(()) => failures = 0,
-                Err(error) => {
-                    failures = failures.saturating_add(1);
-                    let pause = self.config.backoff(i64::from(failures)).min(Duration::from_secs(5));
-                    tracing::warn!(consumer = %self.durable, %error, "pull failed; retrying");
-                    tokio::select! {
-                        () = stop.cancelled() => break,
-                        () = tokio::time::sleep(pause) => {}
-                    }
+                Some((key, still_held)) = running.next(), if !running.is_empty() => {
+                    this.chain_done(key, still_held, &mut lanes, &mut running).await;
                 }
+                chunk = next_chunk(&mut batch), if batch.is_some() => match chunk {
+                    Some(chunk) => {
+                        for message in chunk {
+                            match message {
+                                Ok(message) => this.admit(message, &mut lanes, &mut running).await,
+                                Err(error) => {
+                                    tracing::warn!(consumer = %this.durable, %error, "pull failed; retrying");
+                                    batch = None;
+                                }
+                            }
+                        }
+                    }
+                    // The pull request is complete (its count or its expiry): pull again.
+                    None => batch = None,
+                },
+                () = tokio::time::sleep_until(retry_at), if batch.is_none() => match this.pull().await {
+                    Ok(pulled) => {
+                        failures = 0;
+                        batch = Some(pulled.ready_chunks(this.config.batch));
+                    }
+                    Err(error) => {
+                        failures = failures.saturating_add(1);
+                        retry_at = Instant::now() + this.config.backoff(i64::from(failures)).min(Duration::from_secs(5));
+                        tracing::warn!(consumer = %this.durable, %error, "pull failed; retrying");
+                    }
+                },
+                _ = overdue_check.tick() => this.release_overdue(&mut lanes, &mut running).await,
             }
         }
-        tracing::debug!(consumer = %self.durable, "consumer loop stopped");
+        // Drain: finish the chains in the handler; start nothing new (what is
+        // queued or held is redelivered to whoever runs next).
+        while let Some((key, _)) = running.next().await {
+            lanes.busy.remove(&key);
+        }
+        tracing::debug!(consumer = %this.durable, "consumer loop stopped");
     }
 
-    /// One pull request: handles its messages chunk by chunk as they arrive.
-    async fn pull_round(
-        &self,
-        held: &mut HashMap<EntityKey, Held>,
-        stop: &CancellationToken,
-    ) -> Result<(), async_nats::Error> {
+    /// Opens one pull request.
+    async fn pull(&self) -> Result<Batch, async_nats::Error> {
         let consumer: PullConsumer =
             self.jetstream.get_stream_no_info(&self.stream).await?.get_consumer(&self.durable).await?;
-        let batch = consumer.batch().max_messages(self.config.batch).expires(self.config.expires).messages().await?;
-        let mut chunks = batch.ready_chunks(self.config.batch);
-        while let Some(chunk) = chunks.next().await {
-            let mut messages = Vec::with_capacity(chunk.len());
-            for message in chunk {
-                messages.push(message?);
-            }
-            let (count, began) = (messages.len(), Instant::now());
-            self.handle_chunk(messages, held).await;
-            tracing::trace!(consumer = %self.durable, count, took = ?began.elapsed(), "chunk handled");
-            self.release_overdue(held).await;
-            if stop.is_cancelled() {
-                break;
-            }
-        }
-        self.release_overdue(held).await;
-        Ok(())
+        Ok(consumer.batch().max_messages(self.config.batch).expires(self.config.expires).messages().await?)
     }
 
-    async fn handle_chunk(&self, messages: Vec<jetstream::Message>, held: &mut HashMap<EntityKey, Held>) {
-        // Group by key, in stream order; undecodable messages go to the DLQ.
-        let mut by_key: HashMap<EntityKey, Vec<(Incoming, RawEnvelope)>> = HashMap::new();
-        for message in messages {
-            let Some(incoming) = self.incoming(message).await else { continue };
-            match RawEnvelope::from_json(&incoming.message.payload) {
-                Ok(raw) => by_key.entry(raw.key().clone()).or_default().push((incoming, raw)),
-                Err(error) => self.dead_letter(&incoming, &format!("undecodable: {error}")).await,
-            }
+    /// Takes one delivered message into its key's lane: behind a running
+    /// chain, into the key's held set, or as a new chain.
+    async fn admit<'a>(
+        &'a self,
+        message: jetstream::Message,
+        lanes: &mut Lanes,
+        running: &mut FuturesUnordered<Chain<'a>>,
+    ) {
+        let Some(incoming) = self.incoming(message).await else { return };
+        let raw = match RawEnvelope::from_json(&incoming.message.payload) {
+            Ok(raw) => raw,
+            Err(error) => return self.dead_letter(&incoming, &format!("undecodable: {error}")).await,
+        };
+        let key = raw.key().clone();
+        if let Some(queued) = lanes.busy.get_mut(&key) {
+            queued.push((incoming, raw));
+            return;
         }
-
-        let mut chains = Vec::with_capacity(by_key.len());
-        for (key, mut messages) in by_key {
-            match held.remove(&key) {
-                None => chains.push((key, messages)),
-                Some(mut waiting) => {
-                    let back = messages.iter().any(|(m, _)| m.stream_sequence == waiting.waiting_for);
-                    for (incoming, raw) in messages.drain(..) {
-                        waiting.messages.insert(incoming.stream_sequence, (incoming, raw));
-                    }
-                    if back {
-                        chains.push((key, waiting.messages.into_values().collect()));
-                    } else {
-                        extend_deadlines(waiting.messages.values()).await;
-                        held.insert(key, waiting);
-                    }
-                }
+        if let Some(mut waiting) = lanes.held.remove(&key) {
+            let back = incoming.stream_sequence == waiting.waiting_for;
+            if !back {
+                ack(&incoming.message, AckKind::Progress).await;
             }
+            waiting.messages.insert(incoming.stream_sequence, (incoming, raw));
+            if back {
+                self.start(key, waiting.messages.into_values().collect(), lanes, running);
+            } else {
+                lanes.held.insert(key, waiting);
+            }
+            return;
         }
+        self.start(key, vec![(incoming, raw)], lanes, running);
+    }
 
-        let outcomes = futures::future::join_all(chains.into_iter().map(|(key, chain)| async move {
+    fn start<'a>(
+        &'a self,
+        key: EntityKey,
+        chain: Vec<(Incoming, RawEnvelope)>,
+        lanes: &mut Lanes,
+        running: &mut FuturesUnordered<Chain<'a>>,
+    ) {
+        lanes.busy.insert(key.clone(), Vec::new());
+        running.push(Box::pin(async move {
             let still_held = self.run_chain(chain).await;
             (key, still_held)
-        }))
-        .await;
-        for (key, still_held) in outcomes {
-            if let Some(waiting) = still_held {
-                held.insert(key, waiting);
+        }));
+    }
+
+    /// A key's chain finished: hold what queued behind it if the chain ended
+    /// in a NAK, else run it next.
+    async fn chain_done<'a>(
+        &'a self,
+        key: EntityKey,
+        still_held: Option<Held>,
+        lanes: &mut Lanes,
+        running: &mut FuturesUnordered<Chain<'a>>,
+    ) {
+        let queued = lanes.busy.remove(&key).unwrap_or_default();
+        match still_held {
+            Some(mut waiting) => {
+                extend_deadlines(queued.iter()).await;
+                for (incoming, raw) in queued {
+                    waiting.messages.insert(incoming.stream_sequence, (incoming, raw));
+                }
+                lanes.held.insert(key, waiting);
             }
+            None if !queued.is_empty() => self.start(key, queued, lanes, running),
+            None => {}
         }
     }
 
@@ -398,15 +466,17 @@ impl<H: Handler> ConsumerLoop<H> {
 
     /// Hands held messages to the handler once their key has waited too long
     /// (the NAKed message was dead-lettered elsewhere or the server gave up).
-    async fn release_overdue(&self, held: &mut HashMap<EntityKey, Held>) {
-        let overdue: Vec<EntityKey> =
-            held.iter().filter(|(_, h)| h.since.elapsed() >= self.config.hold_limit).map(|(k, _)| k.clone()).collect();
+    async fn release_overdue<'a>(&'a self, lanes: &mut Lanes, running: &mut FuturesUnordered<Chain<'a>>) {
+        let overdue: Vec<EntityKey> = lanes
+            .held
+            .iter()
+            .filter(|(_, h)| h.since.elapsed() >= self.config.hold_limit)
+            .map(|(k, _)| k.clone())
+            .collect();
         for key in overdue {
-            if let Some(waiting) = held.remove(&key) {
+            if let Some(waiting) = lanes.held.remove(&key) {
                 tracing::warn!(consumer = %self.durable, %key, "held messages released without their predecessor");
-                if let Some(still) = self.run_chain(waiting.messages.into_values().collect()).await {
-                    held.insert(key, still);
-                }
+                self.start(key, waiting.messages.into_values().collect(), lanes, running);
             }
         }
     }
