@@ -71,9 +71,16 @@ pub(crate) async fn outbox_replay(
 ) -> anyhow::Result<()> {
     let client = connect_nats(settings, "emporium-outbox-replay").await?;
     let publisher = Publisher::new(async_nats::jetstream::new(client.clone()), settings.partitions);
-    let services = Service::ALL.iter().copied().filter(|s| only.is_none_or(|only| only == *s));
-    for service in services {
-        let Some(name) = service.database() else { continue };
+    let with_outbox: Vec<&'static str> = Service::ALL
+        .iter()
+        .copied()
+        .filter(|s| only.is_none_or(|only| only == *s))
+        .filter_map(Service::database)
+        .collect();
+    if with_outbox.is_empty() {
+        println!("No selected service keeps an outbox: nothing to replay.");
+    }
+    for name in with_outbox {
         let options = database_options(&settings.database_url, &database_name(name))?;
         let pool = PgPoolOptions::new().max_connections(1).connect_with(options).await?;
         let count = outbox::replay_since(&pool, &publisher, since)
