@@ -11,53 +11,25 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use emporium_actors::{
-    CommitMeta, Entity, EntityHost, GroupCommit, HostConfig, Persistent, PgStore, WriterConfig, postgres,
-};
+use emporium_actors::{CommitMeta, EntityHost, GroupCommit, HostConfig, Persistent, PgStore, WriterConfig, postgres};
 use emporium_nats::{OutboxSignal, OutgoingEvent, outbox};
-use emporium_schemas::events::order::OrderShipped;
-use emporium_schemas::values::{OrderId, ShipmentId, UserId};
-use emporium_schemas::{EntityKey, Envelope, MessageId, Seq};
+use emporium_schemas::{EntityKey, Envelope, Seq};
 use emporium_test_harness::TestDatabase;
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use emporium_test_harness::events::shipped_payload;
 
-struct Counter;
+#[path = "support/counter.rs"]
+mod counter;
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Count(u64);
-
-#[derive(Debug, Clone)]
-struct Incremented;
-
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("never")]
-struct Never;
-
-impl Entity for Counter {
-    type Id = Uuid;
-    type State = Count;
-    type Command = ();
-    type Event = Incremented;
-    type Rejection = Never;
-
-    fn decide(_: &Count, (): &()) -> Result<Vec<Incremented>, Never> {
-        Ok(vec![Incremented])
-    }
-
-    fn apply(state: &mut Count, _: &Incremented) {
-        state.0 += 1;
-    }
-}
+use counter::{Counter, Incremented};
 
 impl Persistent for Counter {
     const KIND: &'static str = "counter";
 
-    fn key(id: &Uuid) -> EntityKey {
-        EntityKey::from(*id)
+    fn key(id: &u32) -> EntityKey {
+        EntityKey::try_from(id.to_string()).unwrap()
     }
 
-    fn id(key: &EntityKey) -> Option<Uuid> {
+    fn id(key: &EntityKey) -> Option<u32> {
         key.as_str().parse().ok()
     }
 
@@ -67,19 +39,13 @@ impl Persistent for Counter {
         _: &Incremented,
         meta: &CommitMeta,
     ) -> Result<OutgoingEvent, serde_json::Error> {
-        OutgoingEvent::encode(&Envelope {
-            id: MessageId::new_v7(),
-            key: key.clone(),
+        OutgoingEvent::encode(&Envelope::new(
+            key.clone(),
             seq,
-            occurred_at: Utc::now(),
-            correlation_id: meta.correlation_id,
-            causation_id: meta.causation_id,
-            data: OrderShipped {
-                order_id: OrderId::new_v7(),
-                customer_id: UserId::new_v7(),
-                shipment_id: ShipmentId::new_v7(),
-            },
-        })
+            meta.correlation_id,
+            meta.causation_id,
+            shipped_payload(),
+        ))
     }
 
     fn deadline_reached(_: chrono::DateTime<Utc>) {}
@@ -104,16 +70,16 @@ async fn main() {
         call_timeout: Duration::from_secs(60),
     };
     let host = EntityHost::<Counter>::start(PgStore::new(db.pool().clone(), writer.clone()), config).await.unwrap();
-    let ids: std::sync::Arc<Vec<Uuid>> = std::sync::Arc::new((0..entities).map(|_| Uuid::now_v7()).collect());
 
     let started = Instant::now();
     let per_caller = decisions / callers;
     let tasks: Vec<_> = (0..callers)
         .map(|caller| {
-            let (host, ids) = (host.clone(), ids.clone());
+            let host = host.clone();
             tokio::spawn(async move {
                 for i in 0..per_caller {
-                    host.send(ids[(caller * 7919 + i * 31) % ids.len()], ()).await.unwrap();
+                    let id = (caller * 7919 + i * 31) % entities;
+                    host.send(u32::try_from(id).unwrap(), ()).await.unwrap();
                 }
             })
         })

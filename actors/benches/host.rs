@@ -9,35 +9,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use emporium_actors::{Entity, EntityHost, HostConfig, MemoryStore};
+use emporium_actors::{EntityHost, HostConfig, MemoryStore};
 
-struct Counter;
+#[path = "support/counter.rs"]
+mod counter;
 
-#[derive(Debug, Clone, Default)]
-struct Count(u64);
-
-#[derive(Debug, Clone)]
-struct Incremented;
-
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("never")]
-struct Never;
-
-impl Entity for Counter {
-    type Id = u32;
-    type State = Count;
-    type Command = ();
-    type Event = Incremented;
-    type Rejection = Never;
-
-    fn decide(_: &Count, (): &()) -> Result<Vec<Incremented>, Never> {
-        Ok(vec![Incremented])
-    }
-
-    fn apply(state: &mut Count, _: &Incremented) {
-        state.0 += 1;
-    }
-}
+use counter::Counter;
 
 const ENTITIES: u32 = 10_000;
 const MESSAGES: u32 = 400_000;

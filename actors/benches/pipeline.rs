@@ -25,8 +25,8 @@ use emporium_nats::{
     OutgoingEvent, Publisher, RelayConfig, Subscription, SystemClock, Topology, outbox, provision,
 };
 use emporium_schemas::events::order::OrderShipped;
-use emporium_schemas::values::{OrderId, ShipmentId, UserId};
-use emporium_schemas::{EntityKey, Envelope, MessageId, Partition, Seq};
+use emporium_schemas::{EntityKey, Envelope, Partition};
+use emporium_test_harness::events::order_shipped;
 use emporium_test_harness::{TestDatabase, TestNats};
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
@@ -88,20 +88,7 @@ impl Handler for Consumer {
 }
 
 fn event(key: &EntityKey, seq: u64) -> OutgoingEvent {
-    OutgoingEvent::encode(&Envelope {
-        id: MessageId::new_v7(),
-        key: key.clone(),
-        seq: Seq::try_from(seq).unwrap(),
-        occurred_at: Utc::now(),
-        correlation_id: Uuid::now_v7(),
-        causation_id: Uuid::now_v7(),
-        data: OrderShipped {
-            order_id: OrderId::new_v7(),
-            customer_id: UserId::new_v7(),
-            shipment_id: ShipmentId::new_v7(),
-        },
-    })
-    .unwrap()
+    OutgoingEvent::encode(&order_shipped(key, seq)).unwrap()
 }
 
 fn transactions(stats: &WriterStats) -> u64 {

@@ -19,8 +19,8 @@ use emporium_actors::{
 use emporium_nats::{Clock, ManualClock, OutboxSignal, OutgoingEvent, outbox};
 use emporium_schemas::commands::cart::AddItem;
 use emporium_schemas::events::order::OrderShipped;
-use emporium_schemas::values::{OrderId, ShipmentId, UserId};
 use emporium_schemas::{CommandEnvelope, EntityKey, Envelope, ErrorKind, MessageId, Partition, Reply, ReplyError, Seq};
+use emporium_test_harness::events::shipped_payload;
 use emporium_test_harness::{TestDatabase, TestNats, eventually};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -109,19 +109,13 @@ impl Persistent for Ticket {
         meta: &CommitMeta,
     ) -> Result<OutgoingEvent, serde_json::Error> {
         // Any registered event type will do for the test: the envelope is what matters.
-        OutgoingEvent::encode(&Envelope {
-            id: MessageId::new_v7(),
-            key: key.clone(),
+        OutgoingEvent::encode(&Envelope::new(
+            key.clone(),
             seq,
-            occurred_at: Utc::now(),
-            correlation_id: meta.correlation_id,
-            causation_id: meta.causation_id,
-            data: OrderShipped {
-                order_id: OrderId::new_v7(),
-                customer_id: UserId::new_v7(),
-                shipment_id: ShipmentId::new_v7(),
-            },
-        })
+            meta.correlation_id,
+            meta.causation_id,
+            shipped_payload(),
+        ))
     }
 
     fn deadline(state: &TicketState) -> Option<DateTime<Utc>> {

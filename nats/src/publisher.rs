@@ -167,9 +167,7 @@ impl Publisher {
 
 #[cfg(test)]
 mod tests {
-    use chrono::Utc;
-    use emporium_schemas::events::order::OrderShipped;
-    use emporium_schemas::values::{OrderId, ShipmentId, UserId};
+    use emporium_test_harness::events::order_shipped;
     use uuid::Uuid;
 
     use super::*;
@@ -177,19 +175,7 @@ mod tests {
     #[test]
     fn an_event_is_published_under_its_type_partition_and_key_with_a_versioned_message_id() {
         let key = EntityKey::from(Uuid::now_v7());
-        let envelope = Envelope {
-            id: MessageId::new_v7(),
-            key: key.clone(),
-            seq: Seq::FIRST,
-            occurred_at: Utc::now(),
-            correlation_id: Uuid::now_v7(),
-            causation_id: Uuid::now_v7(),
-            data: OrderShipped {
-                order_id: OrderId::new_v7(),
-                customer_id: UserId::new_v7(),
-                shipment_id: ShipmentId::new_v7(),
-            },
-        };
+        let envelope = order_shipped(&key, 1);
         let event = OutgoingEvent::encode(&envelope).unwrap();
         assert_eq!(event.message_id(), format!("{}.v1", envelope.id));
         assert_eq!(event.subject(4), format!("evt.order.shipped.v1.{}.{key}", Partition::of(&key, 4)));

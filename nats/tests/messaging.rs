@@ -19,8 +19,8 @@ use emporium_nats::{
     SystemClock, Topology, dlq, inbox, outbox, provision,
 };
 use emporium_schemas::events::order::OrderShipped;
-use emporium_schemas::values::{OrderId, ShipmentId, UserId};
 use emporium_schemas::{EntityKey, Envelope, MessageId, Partition, Seq};
+use emporium_test_harness::events::order_shipped;
 use emporium_test_harness::{TestDatabase, TestNats, eventually};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -104,20 +104,7 @@ fn total(stats: &[Arc<LoopStats>], counter: impl Fn(&LoopStats) -> &std::sync::a
 }
 
 fn shipped(key: &EntityKey, seq: u64) -> OutgoingEvent {
-    let envelope = Envelope {
-        id: MessageId::new_v7(),
-        key: key.clone(),
-        seq: Seq::try_from(seq).unwrap(),
-        occurred_at: Utc::now(),
-        correlation_id: Uuid::now_v7(),
-        causation_id: Uuid::now_v7(),
-        data: OrderShipped {
-            order_id: OrderId::new_v7(),
-            customer_id: UserId::new_v7(),
-            shipment_id: ShipmentId::new_v7(),
-        },
-    };
-    OutgoingEvent::encode(&envelope).unwrap()
+    OutgoingEvent::encode(&order_shipped(key, seq)).unwrap()
 }
 
 fn keys(count: usize) -> Vec<EntityKey> {

@@ -136,6 +136,11 @@ pub struct Envelope<D> {
 }
 
 impl<D> Envelope<D> {
+    /// A new event of `key`'s entity at `seq`, with a fresh id and the current time.
+    pub fn new(key: EntityKey, seq: Seq, correlation_id: Uuid, causation_id: Uuid, data: D) -> Self {
+        Self { id: MessageId::new_v7(), key, seq, occurred_at: Utc::now(), correlation_id, causation_id, data }
+    }
+
     /// The same event with its payload wrapped, e.g. into an enum of the
     /// events a consumer handles.
     pub fn map<E>(self, wrap: impl FnOnce(D) -> E) -> Envelope<E> {

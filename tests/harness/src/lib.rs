@@ -6,11 +6,14 @@
 //!   which a test may stop and restart; [`TestNats`] hands one out (or, where no
 //!   `nats-server` binary exists, the shared server with unique names).
 //!
+//! - [`events`]: sample events for tests that only care about envelopes.
+//!
 //! Server URLs come from `DATABASE_URL`, `REDIS_URL`, `NATS_URL`; when one is
 //! unset and a Docker engine is reachable, a container is started for the test
 //! (testcontainers). Tracing output is shown only with `TEST_LOG=1`.
 
 mod containers;
+pub mod events;
 mod nats;
 mod postgres;
 mod redis;
