@@ -273,6 +273,7 @@ impl<H: Handler> ConsumerLoop<H> {
         let this = &self;
         let mut lanes = Lanes::default();
         let mut running: FuturesUnordered<Chain<'_>> = FuturesUnordered::new();
+        let mut consumer: Option<PullConsumer> = None;
         let mut batch: Option<ReadyChunks<Batch>> = None;
         let mut retry_at = Instant::now();
         let mut failures = 0u32;
@@ -298,7 +299,7 @@ impl<H: Handler> ConsumerLoop<H> {
                     // The pull request is complete (its count or its expiry): pull again.
                     None => batch = None,
                 },
-                () = tokio::time::sleep_until(retry_at), if batch.is_none() => match this.pull().await {
+                () = tokio::time::sleep_until(retry_at), if batch.is_none() => match this.pull(&mut consumer).await {
                     Ok(pulled) => {
                         failures = 0;
                         batch = Some(pulled.ready_chunks(this.config.batch));
@@ -320,11 +321,19 @@ impl<H: Handler> ConsumerLoop<H> {
         tracing::debug!(consumer = %this.durable, "consumer loop stopped");
     }
 
-    /// Opens one pull request.
-    async fn pull(&self) -> Result<Batch, async_nats::Error> {
-        let consumer: PullConsumer =
-            self.jetstream.get_stream_no_info(&self.stream).await?.get_consumer(&self.durable).await?;
-        Ok(consumer.batch().max_messages(self.config.batch).expires(self.config.expires).messages().await?)
+    /// Opens one pull request. The consumer is looked up once (a JetStream
+    /// API request) and kept until a pull fails, not looked up per batch.
+    async fn pull(&self, consumer: &mut Option<PullConsumer>) -> Result<Batch, async_nats::Error> {
+        let current = match consumer {
+            Some(current) => current,
+            None => consumer
+                .insert(self.jetstream.get_stream_no_info(&self.stream).await?.get_consumer(&self.durable).await?),
+        };
+        let pulled = current.batch().max_messages(self.config.batch).expires(self.config.expires).messages().await;
+        pulled.map_err(|error| {
+            *consumer = None;
+            error.into()
+        })
     }
 
     /// Takes one delivered message into its key's lane: behind a running
@@ -335,7 +344,7 @@ impl<H: Handler> ConsumerLoop<H> {
         lanes: &mut Lanes,
         running: &mut FuturesUnordered<Chain<'a>>,
     ) {
-        let Some(incoming) = self.incoming(message).await else { return };
+        let Some(incoming) = self.incoming(message) else { return };
         let raw = match RawEnvelope::from_json(&incoming.message.payload) {
             Ok(raw) => raw,
             Err(error) => return self.dead_letter(&incoming, &format!("undecodable: {error}")).await,
@@ -482,7 +491,7 @@ impl<H: Handler> ConsumerLoop<H> {
     }
 
     /// Reads the delivery metadata; a message without it cannot be acked and is dropped from this round.
-    async fn incoming(&self, message: jetstream::Message) -> Option<Incoming> {
+    fn incoming(&self, message: jetstream::Message) -> Option<Incoming> {
         let (stream, stream_sequence, attempt) = match message.info() {
             Ok(info) => (info.stream.to_owned(), info.stream_sequence, info.delivered),
             Err(error) => {

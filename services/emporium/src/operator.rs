@@ -9,8 +9,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use emporium_nats::{Publisher, dlq, outbox};
 use emporium_platform::Settings;
-use emporium_platform::connections::{database_name, database_options};
-use sqlx::postgres::PgPoolOptions;
+use emporium_platform::connections::connect_once;
 
 use crate::host::Service;
 
@@ -81,8 +80,7 @@ pub(crate) async fn outbox_replay(
         println!("No selected service keeps an outbox: nothing to replay.");
     }
     for name in with_outbox {
-        let options = database_options(&settings.database_url, &database_name(name))?;
-        let pool = PgPoolOptions::new().max_connections(1).connect_with(options).await?;
+        let pool = connect_once(&settings.database_url, name).await?;
         let count = outbox::replay_since(&pool, &publisher, since)
             .await
             .with_context(|| format!("replaying the {name} outbox"))?;

@@ -3,8 +3,7 @@
 use anyhow::Context;
 use emporium_nats::Topology;
 use emporium_platform::Settings;
-use emporium_platform::connections::{database_name, database_options, ensure_database};
-use sqlx::postgres::PgPoolOptions;
+use emporium_platform::connections::{connect_once, database_name, ensure_database};
 
 use crate::host::Service;
 
@@ -17,8 +16,7 @@ pub(crate) async fn run(settings: &Settings) -> anyhow::Result<()> {
             ensure_database(&settings.database_url, &database)
                 .await
                 .with_context(|| format!("creating database {database}"))?;
-            let options = database_options(&settings.database_url, &database)?;
-            let pool = PgPoolOptions::new().max_connections(1).connect_with(options).await?;
+            let pool = connect_once(&settings.database_url, service).await?;
             emporium_nats::outbox::migrate(&pool).await.with_context(|| format!("migrating {database}"))?;
             pool.close().await;
             tracing::info!(%database, "database ready");

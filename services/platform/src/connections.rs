@@ -151,6 +151,12 @@ pub fn database_options(server_url: &SecretString, database: &str) -> Result<PgC
     Ok(PgConnectOptions::from_str(server_url.expose_secret())?.database(database))
 }
 
+/// One connection to `service`'s database, for a one-shot operator command.
+pub async fn connect_once(server_url: &SecretString, service: &str) -> Result<PgPool, sqlx::Error> {
+    let options = database_options(server_url, &database_name(service))?;
+    PgPoolOptions::new().max_connections(1).connect_with(options).await
+}
+
 /// Creates `database` on the server unless it exists (idempotent, safe to race).
 pub async fn ensure_database(server_url: &SecretString, database: &str) -> Result<(), sqlx::Error> {
     let mut admin = PgConnectOptions::from_str(server_url.expose_secret())?.connect().await?;
