@@ -35,11 +35,11 @@ pub fn host_error<R: std::fmt::Display>(error: &HostError<R>) -> ReplyError {
             (ErrorKind::Internal, "the command could not be completed".to_owned())
         }
     };
-    ReplyError { kind, message, field: None }
+    ReplyError::new(kind, message)
 }
 
 fn invalid(message: String) -> ReplyError {
-    ReplyError { kind: ErrorKind::Invalid, message, field: None }
+    ReplyError::new(ErrorKind::Invalid, message)
 }
 
 /// Serves `R`'s command on the given partitions until `stop`. Each request is

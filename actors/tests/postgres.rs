@@ -278,11 +278,7 @@ impl CommandRoute<Ticket> for AddToTicket {
     type Answer = usize;
 
     fn route(&self, command: CommandEnvelope<AddItem>) -> Result<(Uuid, TicketCommand, CommitMeta), ReplyError> {
-        let key = command.key.as_ref().and_then(Ticket::id).ok_or_else(|| ReplyError {
-            kind: ErrorKind::Invalid,
-            message: "a ticket id".into(),
-            field: Some("key".into()),
-        })?;
+        let key = command.key.as_ref().and_then(Ticket::id).ok_or_else(|| ReplyError::invalid("key", "a ticket id"))?;
         let meta =
             CommitMeta { correlation_id: command.correlation_id, causation_id: *command.id.as_uuid(), inbox: None };
         Ok((key, TicketCommand::Add(command.data.quantity.get()), meta))

@@ -13,6 +13,7 @@
 //!   inbox that makes consumers idempotent.
 //! - [`lease`]: leases in the `locks` bucket.
 //! - [`dedup`]: the `dedup` bucket for side-effect-only handlers.
+//! - [`rpc`]: request/reply for queue-group commands: the caller and the server.
 //! - [`clock`]: injected wall-clock time.
 
 pub mod buckets;
@@ -25,6 +26,7 @@ pub mod lease;
 pub mod outbox;
 pub mod provision;
 pub mod publisher;
+pub mod rpc;
 pub mod topology;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
@@ -33,4 +35,5 @@ pub use lease::{Acquire, Lease, LeaseError, Leases};
 pub use outbox::{OutboxRelay, OutboxSignal, RelayConfig};
 pub use provision::{ProvisionError, provision};
 pub use publisher::{OutgoingEvent, Publisher};
+pub use rpc::{CallError, Caller, Routes, ServeConfig};
 pub use topology::{Bucket, Subscription, Topology};

@@ -318,6 +318,25 @@ pub struct ReplyError {
     /// The offending field, for `invalid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// When the caller may try again, for `rate_limited` and `overloaded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ReplyError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into(), field: None, retry_after_secs: None }
+    }
+
+    /// A value broke a rule: 422 naming `field`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: Some(field.into()), ..Self::new(ErrorKind::Invalid, message) }
+    }
+
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
 }
 
 /// What went wrong, one variant per HTTP status the gateway maps it to.

@@ -5,6 +5,7 @@
 //! if and only if it is valid for the schemas.
 
 use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -28,6 +29,8 @@ pub enum ValueError {
     PaymentMethod(String),
     #[error("list must not be empty")]
     EmptyList,
+    #[error("not a valid {what}: {value:?}")]
+    Invalid { what: &'static str, value: String },
 }
 
 macro_rules! uuid_id {
@@ -238,6 +241,12 @@ impl From<Text> for String {
 #[serde(try_from = "String", into = "String")]
 pub struct CountryCode(String);
 
+impl CountryCode {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 impl TryFrom<String> for CountryCode {
     type Error = ValueError;
     fn try_from(code: String) -> Result<Self, ValueError> {
@@ -256,14 +265,21 @@ impl From<CountryCode> for String {
 }
 
 /// A shipping address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Address {
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
     pub name: Text,
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
     pub line1: Text,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200)]
     pub line2: Option<Text>,
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
     pub city: Text,
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
     pub postal_code: Text,
+    /// ISO 3166-1 alpha-2, upper case.
+    #[schema(value_type = String, pattern = "^[A-Z]{2}$", example = "GB")]
     pub country: CountryCode,
 }
 
@@ -337,12 +353,55 @@ pub struct PricedLine {
 }
 
 /// The roles of DESIGN.md's public API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Customer,
     Seller,
     Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Customer => "customer",
+            Role::Seller => "seller",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = ValueError;
+    fn from_str(text: &str) -> Result<Self, ValueError> {
+        match text {
+            "customer" => Ok(Role::Customer),
+            "seller" => Ok(Role::Seller),
+            "admin" => Ok(Role::Admin),
+            other => Err(ValueError::Invalid { what: "role", value: other.to_owned() }),
+        }
+    }
+}
+
+/// A credential (password, refresh token): serialized as is, never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 #[cfg(test)]

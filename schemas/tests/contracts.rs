@@ -8,8 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use emporium_schemas::commands::{cart, inventory as inventory_cmd, order as order_cmd, shipping as shipping_cmd};
-use emporium_schemas::events::{inventory, order, payment, shipping};
+use emporium_schemas::commands::{
+    cart, identity as identity_cmd, inventory as inventory_cmd, order as order_cmd, shipping as shipping_cmd,
+};
+use emporium_schemas::events::{identity, inventory, order, payment, shipping};
 use emporium_schemas::{Command, CommandEnvelope, Envelope, Event, registry};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -125,6 +127,17 @@ fn codecs() -> BTreeMap<String, Codec> {
         command::<inventory_cmd::SetStock>(),
         command::<shipping_cmd::ShipShipment>(),
         command::<shipping_cmd::DeliverShipment>(),
+        event::<identity::UserRegistered>(),
+        command::<identity_cmd::Register>(),
+        command::<identity_cmd::Login>(),
+        command::<identity_cmd::Refresh>(),
+        command::<identity_cmd::Logout>(),
+        command::<identity_cmd::GetProfile>(),
+        command::<identity_cmd::UpdateProfile>(),
+        command::<identity_cmd::AddAddress>(),
+        command::<identity_cmd::ListAddresses>(),
+        command::<identity_cmd::DeleteAddress>(),
+        command::<identity_cmd::GetKeys>(),
     ])
 }
 

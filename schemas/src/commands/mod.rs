@@ -4,6 +4,7 @@
 //! one actor in the whole system handles an entity; the rest go to a queue group.
 
 pub mod cart;
+pub mod identity;
 pub mod inventory;
 pub mod order;
 pub mod shipping;
@@ -34,4 +35,14 @@ pub(crate) const ALL: &[CommandType] = &[
     inventory::SetStock::TYPE,
     shipping::ShipShipment::TYPE,
     shipping::DeliverShipment::TYPE,
+    identity::Register::TYPE,
+    identity::Login::TYPE,
+    identity::Refresh::TYPE,
+    identity::Logout::TYPE,
+    identity::GetProfile::TYPE,
+    identity::UpdateProfile::TYPE,
+    identity::AddAddress::TYPE,
+    identity::ListAddresses::TYPE,
+    identity::DeleteAddress::TYPE,
+    identity::GetKeys::TYPE,
 ];

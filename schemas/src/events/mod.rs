@@ -4,6 +4,7 @@
 //! frozen: fields may be added only as optional; anything else is a new major
 //! version beside this one (see `schemas/README.md`).
 
+pub mod identity;
 pub mod inventory;
 pub mod order;
 pub mod payment;
@@ -25,6 +26,7 @@ use crate::envelope::Event;
 
 /// Every registered event type (the registry's source).
 pub(crate) const ALL: &[EventType] = &[
+    identity::UserRegistered::TYPE,
     order::OrderPlaced::TYPE,
     order::OrderConfirmed::TYPE,
     order::OrderCancelled::TYPE,

@@ -67,6 +67,8 @@ pub struct Settings {
     pub database_max_connections: u32,
     pub nats_url: String,
     pub redis_url: SecretString,
+    /// Prepended to every Redis key, so deployments (and tests) can share a server.
+    pub redis_prefix: String,
     /// The gateway's public HTTP address.
     pub gateway_addr: SocketAddr,
     /// This process's `/healthz` and `/readyz`.
@@ -102,6 +104,7 @@ impl Settings {
             database_max_connections: typed(&source, "DATABASE_MAX_CONNECTIONS", "10")?,
             nats_url: get("NATS_URL", "nats://127.0.0.1:4222"),
             redis_url: get("REDIS_URL", "redis://127.0.0.1:6379").into(),
+            redis_prefix: get("REDIS_PREFIX", "emporium:"),
             gateway_addr: typed(&source, "GATEWAY_ADDR", "127.0.0.1:8080")?,
             ops_addr: typed(&source, "OPS_ADDR", "127.0.0.1:9080")?,
             partitions,
@@ -110,7 +113,9 @@ impl Settings {
     }
 }
 
-fn typed<T>(source: &impl Fn(&str) -> Option<String>, name: &'static str, default: &str) -> Result<T, SettingsError>
+/// Reads `name` from `source` (or `default`) as a `T`; services read their
+/// own settings with it, so every setting fails the same way.
+pub fn typed<T>(source: &impl Fn(&str) -> Option<String>, name: &'static str, default: &str) -> Result<T, SettingsError>
 where
     T: FromStr,
     T::Err: std::fmt::Display,

@@ -1,0 +1,204 @@
+//! Request/reply between the gateway and the services that are not entity
+//! hosts: commands on `cmd.<context>.<op>`, answered by any instance in the
+//! service's queue group.
+//!
+//! [`Caller`] sends a command with a deadline and the request id in a header;
+//! [`Routes`] binds each command type to an async function and [`serve`]
+//! answers them, a bounded number at a time. A request beyond that bound is
+//! answered `overloaded` at once rather than queued: the gateway turns it into
+//! 503 + `Retry-After`, which is cheaper for everyone than a growing backlog.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::{HeaderMap, RequestErrorKind};
+use emporium_schemas::{Command, CommandEnvelope, ErrorKind, Reply, ReplyError};
+use futures::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// The header that carries the HTTP request id into the services' logs.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Why a command got no usable answer. The service's own refusals are not
+/// errors here: they arrive as `Reply::Error`.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("no instance serves {0}")]
+    NoResponders(String),
+    #[error("{0} did not answer in time")]
+    TimedOut(String),
+    #[error("request failed: {0}")]
+    Transport(String),
+    #[error("cannot encode the command: {0}")]
+    Encode(serde_json::Error),
+    #[error("the answer is not a reply: {0}")]
+    Undecodable(serde_json::Error),
+}
+
+/// Sends commands and waits, at most `deadline`, for their replies.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    client: async_nats::Client,
+    deadline: Duration,
+}
+
+impl Caller {
+    pub fn new(client: async_nats::Client, deadline: Duration) -> Self {
+        Self { client, deadline }
+    }
+
+    /// Sends `command` to its queue group and decodes the reply.
+    pub async fn call<C: Command, A: DeserializeOwned>(
+        &self,
+        command: &CommandEnvelope<C>,
+        request_id: &str,
+    ) -> Result<Reply<A>, CallError> {
+        let subject = C::TYPE.subject(None);
+        let payload = command.to_json().map_err(CallError::Encode)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEST_ID_HEADER, request_id);
+        let request = async_nats::Request::new().payload(payload.into()).headers(headers).timeout(Some(self.deadline));
+        let message = self.client.send_request(subject.clone(), request).await.map_err(|error| match error.kind() {
+            RequestErrorKind::NoResponders => CallError::NoResponders(subject),
+            RequestErrorKind::TimedOut => CallError::TimedOut(subject),
+            _ => CallError::Transport(error.to_string()),
+        })?;
+        serde_json::from_slice(&message.payload).map_err(CallError::Undecodable)
+    }
+}
+
+type Answer = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
+type Route<S> = Box<dyn Fn(Arc<S>, &[u8]) -> Answer + Send + Sync>;
+
+/// Command types bound to the functions that answer them, sharing a state `S`.
+pub struct Routes<S> {
+    state: Arc<S>,
+    table: HashMap<String, Route<S>>,
+}
+
+impl<S> std::fmt::Debug for Routes<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routes").field("subjects", &self.table.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl<S: Send + Sync + 'static> Routes<S> {
+    pub fn new(state: S) -> Self {
+        Self { state: Arc::new(state), table: HashMap::new() }
+    }
+
+    /// Answers command `C` with `answer`. A payload that is not a `C` is
+    /// refused as `invalid` before `answer` sees it.
+    pub fn on<C, A, F, Fut>(mut self, answer: F) -> Self
+    where
+        C: Command + Send + 'static,
+        A: Serialize,
+        F: Fn(Arc<S>, CommandEnvelope<C>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<A, ReplyError>> + Send + 'static,
+    {
+        let answer = Arc::new(answer);
+        let route: Route<S> = Box::new(move |state, payload| {
+            let decoded = CommandEnvelope::<C>::from_json(payload);
+            let answer = answer.clone();
+            Box::pin(async move {
+                let reply = match decoded {
+                    Ok(command) => match answer(state, command).await {
+                        Ok(result) => Reply::Ok(result),
+                        Err(error) => Reply::Error(error),
+                    },
+                    Err(error) => Reply::Error(ReplyError::new(ErrorKind::Invalid, error.to_string())),
+                };
+                encode(&reply)
+            })
+        });
+        self.table.insert(C::TYPE.subject(None), route);
+        self
+    }
+}
+
+fn encode<A: Serialize>(reply: &Reply<A>) -> Vec<u8> {
+    serde_json::to_vec(reply).unwrap_or_else(|error| {
+        tracing::error!(%error, "reply not encodable");
+        let internal = Reply::<()>::Error(ReplyError::new(ErrorKind::Internal, "the reply could not be encoded"));
+        serde_json::to_vec(&internal).unwrap_or_default()
+    })
+}
+
+/// How many requests one instance handles at once; the rest are told to come back.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeConfig {
+    pub max_in_flight: usize,
+    /// What an `overloaded` reply suggests as `Retry-After`.
+    pub retry_after: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self { max_in_flight: 256, retry_after: Duration::from_secs(1) }
+    }
+}
+
+/// Answers every route's command in `queue_group` until `stop`, then lets
+/// the requests in flight finish.
+pub async fn serve<S: Send + Sync + 'static>(
+    client: async_nats::Client,
+    queue_group: &str,
+    routes: Routes<S>,
+    config: ServeConfig,
+    stop: CancellationToken,
+) -> Result<(), async_nats::SubscribeError> {
+    let mut subscriptions = Vec::with_capacity(routes.table.len());
+    for subject in routes.table.keys() {
+        subscriptions.push(client.queue_subscribe(subject.clone(), queue_group.to_owned()).await?);
+    }
+    let routes = Arc::new(routes);
+    let permits = Arc::new(Semaphore::new(config.max_in_flight));
+    let in_flight = TaskTracker::new();
+    let mut requests = futures::stream::select_all(subscriptions);
+    loop {
+        let request = tokio::select! {
+            () = stop.cancelled() => break,
+            request = requests.next() => match request { Some(request) => request, None => break },
+        };
+        let Some(reply_to) = request.reply.clone() else { continue };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            let shed = ReplyError::new(ErrorKind::Overloaded, "too many requests in flight; retry shortly")
+                .retry_after(config.retry_after.as_secs().max(1));
+            if let Err(error) = client.publish(reply_to, encode(&Reply::<()>::Error(shed)).into()).await {
+                tracing::debug!(%error, "overloaded reply not sent");
+            }
+            continue;
+        };
+        let request_id = request
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(REQUEST_ID_HEADER))
+            .map(|value| value.as_str().to_owned())
+            .unwrap_or_default();
+        let span = tracing::info_span!("command", subject = %request.subject, request.id = %request_id);
+        let Some(route) = routes.table.get(request.subject.as_str()) else { continue };
+        let answer = route(routes.state.clone(), &request.payload);
+        let client = client.clone();
+        in_flight.spawn(
+            async move {
+                let body = answer.await;
+                if let Err(error) = client.publish(reply_to, body.into()).await {
+                    tracing::warn!(%error, "reply not sent");
+                }
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    in_flight.close();
+    in_flight.wait().await;
+    Ok(())
+}
