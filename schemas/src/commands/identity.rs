@@ -57,9 +57,12 @@ pub struct Logout {
 }
 impl_command!(Logout => "identity", "logout", 1, QueueGroup);
 
-/// The caller's own profile.
+/// A profile: the caller's own, or (admins only) anyone's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GetProfile {}
+pub struct GetProfile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
+}
 impl_command!(GetProfile => "identity", "get_profile", 1, QueueGroup);
 
 /// Change the caller's profile; absent fields stay as they are.

@@ -12,14 +12,16 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Service {
     Gateway,
+    Identity,
 }
 
 impl Service {
-    pub(crate) const ALL: &'static [Service] = &[Service::Gateway];
+    pub(crate) const ALL: &'static [Service] = &[Service::Identity, Service::Gateway];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Service::Gateway => "gateway",
+            Service::Identity => emporium_identity::SERVICE,
         }
     }
 
@@ -28,14 +30,24 @@ impl Service {
         match self {
             // The gateway owns nothing durable.
             Service::Gateway => None,
+            Service::Identity => Some(emporium_identity::SERVICE),
         }
+    }
+
+    /// Creates or updates the service's tables (idempotent).
+    pub(crate) async fn migrate(self, pool: &sqlx::PgPool) -> anyhow::Result<()> {
+        match self {
+            Service::Gateway => {}
+            Service::Identity => emporium_identity::store::migrate(pool).await?,
+        }
+        Ok(())
     }
 
     /// The contexts whose events the service consumes (a durable consumer per partition each).
     pub(crate) fn subscriptions(self) -> Vec<emporium_nats::Subscription> {
         match self {
-            // The gateway consumes no events.
-            Service::Gateway => Vec::new(),
+            // Neither consumes events.
+            Service::Gateway | Service::Identity => Vec::new(),
         }
     }
 
@@ -43,14 +55,35 @@ impl Service {
     async fn run(
         self,
         settings: Settings,
-        _connections: Connections,
+        connections: Connections,
         readiness: Readiness,
         stop: CancellationToken,
     ) -> anyhow::Result<()> {
+        let env = |name: &str| std::env::var(name).ok();
         match self {
             Service::Gateway => {
-                let gateway = emporium_gateway::Gateway::bind(settings.gateway_addr, readiness).await?;
+                let gateway_settings = emporium_gateway::GatewaySettings::from_source(env)?;
+                let deps = emporium_gateway::Dependencies {
+                    nats: connections.nats().clone(),
+                    redis: connections.redis().clone(),
+                    redis_prefix: settings.redis_prefix.clone(),
+                };
+                let gateway =
+                    emporium_gateway::Gateway::bind(settings.gateway_addr, &gateway_settings, deps, readiness).await?;
                 gateway.run_until_stopped(stop).await?;
+            }
+            Service::Identity => {
+                let identity_settings = emporium_identity::IdentitySettings::from_source(env, settings.environment)?;
+                let pool = connections.postgres(emporium_identity::SERVICE)?;
+                readiness.register("postgres.identity", emporium_platform::connections::postgres_check(pool.clone()));
+                let deps = emporium_identity::Dependencies {
+                    pool,
+                    nats: connections.nats().clone(),
+                    redis: connections.redis().clone(),
+                    redis_prefix: settings.redis_prefix.clone(),
+                    partitions: settings.partitions,
+                };
+                emporium_identity::run(identity_settings, deps, stop).await?;
             }
         }
         Ok(())

@@ -83,6 +83,7 @@ enum OutboxCommand {
 enum ServiceArg {
     All,
     Gateway,
+    Identity,
 }
 
 impl ServiceArg {
@@ -91,6 +92,7 @@ impl ServiceArg {
         match self {
             ServiceArg::All => None,
             ServiceArg::Gateway => Some(host::Service::Gateway),
+            ServiceArg::Identity => Some(host::Service::Identity),
         }
     }
 }

@@ -11,13 +11,14 @@ use crate::host::Service;
 /// consumers of the whole system.
 pub(crate) async fn run(settings: &Settings) -> anyhow::Result<()> {
     for service in Service::ALL {
-        if let Some(service) = service.database() {
-            let database = database_name(service);
+        if let Some(name) = service.database() {
+            let database = database_name(name);
             ensure_database(&settings.database_url, &database)
                 .await
                 .with_context(|| format!("creating database {database}"))?;
-            let pool = connect_once(&settings.database_url, service).await?;
+            let pool = connect_once(&settings.database_url, name).await?;
             emporium_nats::outbox::migrate(&pool).await.with_context(|| format!("migrating {database}"))?;
+            service.migrate(&pool).await.with_context(|| format!("migrating {database}"))?;
             pool.close().await;
             tracing::info!(%database, "database ready");
         }

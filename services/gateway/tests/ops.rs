@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use emporium_gateway::Gateway;
+use emporium_gateway::{Dependencies, Gateway, GatewaySettings};
 use emporium_platform::ops::Check;
 use emporium_platform::{Connections, Readiness, Settings};
 use emporium_test_harness::{TestNats, TestRedis};
@@ -30,7 +30,14 @@ async fn spawn_gateway() -> TestGateway {
     let readiness = Readiness::default();
     let connections = Connections::open(&settings, "gateway-test").await.unwrap();
     connections.register_checks(&readiness);
-    let gateway = Gateway::bind("127.0.0.1:0".parse().unwrap(), readiness.clone()).await.unwrap();
+    let deps = Dependencies {
+        nats: connections.nats().clone(),
+        redis: connections.redis().clone(),
+        redis_prefix: settings.redis_prefix.clone(),
+    };
+    let gateway_settings = GatewaySettings::from_source(|_| None).unwrap();
+    let gateway =
+        Gateway::bind("127.0.0.1:0".parse().unwrap(), &gateway_settings, deps, readiness.clone()).await.unwrap();
     let base = format!("http://{}", gateway.local_addr().unwrap());
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(gateway.run_until_stopped(shutdown.clone()));

@@ -85,7 +85,7 @@ impl<'a> NewPassword<'a> {
         if lowered == email.as_str() || lowered == local {
             return Err(bad("must not be the email address".to_owned()));
         }
-        if text.chars().all(|c| Some(c) == text.chars().next()) {
+        if text.chars().all(|c| text.starts_with(c)) {
             return Err(bad("must not repeat one character".to_owned()));
         }
         Ok(Self(text))

@@ -22,7 +22,7 @@ use crate::domain::{DisplayName, Email, Invalid, NewPassword, RefreshDecision, r
 use crate::lockout::Lockout;
 use crate::password::{HashError, PasswordHasher};
 use crate::store::{self, NewRefresh, NewUser, Rotation, StoreError};
-use crate::tokens::{self, KeyError, SigningKey};
+use crate::tokens::{self, SigningKey};
 
 /// Everything the answers share.
 #[derive(Debug)]
@@ -44,7 +44,16 @@ pub fn routes(identity: Identity) -> Routes<Identity> {
         .on(|s, c: CommandEnvelope<Login>| async move { s.login(c.data).await })
         .on(|s, c: CommandEnvelope<Refresh>| async move { s.refresh(c.data).await })
         .on(|s, c: CommandEnvelope<Logout>| async move { s.logout(c.data).await })
-        .on(|s, c: CommandEnvelope<GetProfile>| async move { s.profile(caller(c.principal)?).await })
+        .on(|s, c: CommandEnvelope<GetProfile>| async move {
+            let principal = signed_in(c.principal)?;
+            match c.data.user_id {
+                Some(other) if other != principal.user_id && principal.role != Role::Admin => {
+                    Err(ReplyError::new(ErrorKind::Forbidden, "only admins may read other accounts"))
+                }
+                Some(other) => s.profile(other).await,
+                None => s.profile(principal.user_id).await,
+            }
+        })
         .on(|s, c: CommandEnvelope<UpdateProfile>| async move { s.update_profile(caller(c.principal)?, c.data).await })
         .on(|s, c: CommandEnvelope<AddAddress>| async move { s.add_address(caller(c.principal)?, c.data).await })
         .on(|s, c: CommandEnvelope<ListAddresses>| async move { s.addresses(caller(c.principal)?).await })
@@ -56,8 +65,12 @@ pub fn routes(identity: Identity) -> Routes<Identity> {
         })
 }
 
+fn signed_in(principal: Option<Principal>) -> Result<Principal, ReplyError> {
+    principal.ok_or_else(|| ReplyError::new(ErrorKind::Unauthenticated, "sign in first"))
+}
+
 fn caller(principal: Option<Principal>) -> Result<UserId, ReplyError> {
-    principal.map(|p| p.user_id).ok_or_else(|| ReplyError::new(ErrorKind::Unauthenticated, "sign in first"))
+    signed_in(principal).map(|p| p.user_id)
 }
 
 fn internal(error: &dyn std::fmt::Display) -> ReplyError {
@@ -85,10 +98,6 @@ fn hash_error(error: HashError) -> ReplyError {
         }
         other => internal(&other),
     }
-}
-
-fn key_error(error: KeyError) -> ReplyError {
-    internal(&error)
 }
 
 fn unauthenticated(message: &str) -> ReplyError {
@@ -178,7 +187,7 @@ impl Identity {
     }
 
     async fn start_session(&self, user: UserId, role: Role) -> Result<Session, ReplyError> {
-        let refresh_token = tokens::new_refresh_token().map_err(key_error)?;
+        let refresh_token = tokens::new_refresh_token().map_err(|e| internal(&e))?;
         let now = self.clock.now();
         let token = NewRefresh {
             hash: &tokens::refresh_token_hash(&refresh_token),
@@ -193,12 +202,12 @@ impl Identity {
 
     fn session(&self, user: UserId, role: Role, refresh_token: String) -> Result<Session, ReplyError> {
         let now = self.clock.now();
-        let access_token = self.key.issue(user, role, now, now + delta(self.access_ttl)).map_err(key_error)?;
+        let access_token = self.key.issue(user, role, now, now + delta(self.access_ttl)).map_err(|e| internal(&e))?;
         Ok(Session { access_token, refresh_token, expires_in: self.access_ttl.as_secs(), token_type: "Bearer".into() })
     }
 
     async fn refresh(&self, refresh: Refresh) -> Result<Session, ReplyError> {
-        let successor = tokens::new_refresh_token().map_err(key_error)?;
+        let successor = tokens::new_refresh_token().map_err(|e| internal(&e))?;
         let now = self.clock.now();
         let presented = tokens::refresh_token_hash(refresh.refresh_token.expose());
         let rotation = store::rotate_refresh(

@@ -96,7 +96,7 @@ impl IdentitySettings {
         };
         Ok(Self {
             signing_key: source("IDENTITY_SIGNING_KEY").filter(|pem| !pem.is_empty()).map(SecretString::from),
-            signing_key_file: typed(&source, "IDENTITY_SIGNING_KEY_FILE", ".emporium/keys/identity-ed25519.pem")?,
+            signing_key_file: typed(&source, "IDENTITY_SIGNING_KEY_FILE", ".run/keys/identity-ed25519.pem")?,
             generate_missing_key: development,
             access_ttl: Duration::from_secs(typed(&source, "IDENTITY_ACCESS_TOKEN_TTL_SECS", "900")?),
             refresh_ttl: Duration::from_secs(typed(&source, "IDENTITY_REFRESH_TOKEN_TTL_SECS", "2592000")?),

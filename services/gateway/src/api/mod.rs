@@ -1,0 +1,62 @@
+//! The public API under `/api/v1`: each handler turns an HTTP request into
+//! one command to the owning service over NATS and its reply into HTTP.
+
+pub mod auth;
+pub mod me;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{delete, get, post};
+use emporium_nats::Caller as ServiceCaller;
+use emporium_schemas::{Command, CommandEnvelope, MessageId, Principal, Reply};
+use serde::de::DeserializeOwned;
+
+use crate::auth::KeySet;
+use crate::extract::RequestId;
+use crate::problem::Problem;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub services: ServiceCaller,
+    pub keys: Arc<KeySet>,
+}
+
+impl ApiState {
+    /// Sends `data` as a command from `principal` and returns its answer, or
+    /// the service's refusal as a problem.
+    pub async fn call<C: Command, A: DeserializeOwned>(
+        &self,
+        principal: Option<Principal>,
+        request_id: &RequestId,
+        data: C,
+    ) -> Result<A, Problem> {
+        let command = CommandEnvelope {
+            id: MessageId::new_v7(),
+            key: None,
+            correlation_id: uuid::Uuid::now_v7(),
+            sent_at: chrono::Utc::now(),
+            principal,
+            data,
+        };
+        match self.services.call::<C, A>(&command, &request_id.0).await? {
+            Reply::Ok(answer) => Ok(answer),
+            Reply::Error(error) => Err(error.into()),
+        }
+    }
+}
+
+/// Every `/api/v1` route.
+pub fn routes(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/auth/register", post(auth::register))
+        .route("/api/v1/auth/login", post(auth::login))
+        .route("/api/v1/auth/refresh", post(auth::refresh))
+        .route("/api/v1/auth/logout", post(auth::logout))
+        .route("/api/v1/me", get(me::profile).patch(me::update_profile))
+        .route("/api/v1/me/addresses", get(me::addresses).post(me::add_address))
+        .route("/api/v1/me/addresses/{id}", delete(me::delete_address))
+        .route("/api/v1/users/{id}", get(me::user))
+        .with_state(state)
+}

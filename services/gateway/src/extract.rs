@@ -1,0 +1,127 @@
+//! Extractors whose rejections are problems: a body that is not JSON gets
+//! 400, the wrong content type 415, one over the body limit 413, and a value
+//! that breaks a type's rule 422 naming the field; a malformed path segment
+//! gets 400. Also the caller's identity and request id.
+
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use emporium_schemas::Principal;
+use emporium_schemas::values::Role;
+use serde::de::DeserializeOwned;
+
+use crate::problem::Problem;
+
+/// `axum::Json`, rejecting with problem+json.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AppJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_problem(&rejection)),
+        }
+    }
+}
+
+fn json_problem(rejection: &JsonRejection) -> Problem {
+    let mut problem = Problem::from_status(rejection.status(), rejection.body_text());
+    if let JsonRejection::JsonDataError(error) = rejection {
+        // serde_path_to_error's message starts with the path: `price.amount: invalid value…`.
+        let text = std::error::Error::source(error).map(ToString::to_string).unwrap_or_default();
+        problem.detail = text.clone();
+        problem.field = text.split_once(": ").map(|(path, _)| path.to_owned()).filter(|path| !path.contains(' '));
+    }
+    problem
+}
+
+/// Reads a `T` out of a JSON value, naming the offending field on failure.
+/// For bodies whose type flattens another (serde cannot track paths through
+/// `#[serde(flatten)]`): each part is read from the same value.
+pub fn from_value<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let field = error.path().to_string();
+        let mut problem = Problem::from_status(axum::http::StatusCode::UNPROCESSABLE_ENTITY, error.inner().to_string());
+        problem.field = (field != ".").then_some(field);
+        problem
+    })
+}
+
+/// `axum::extract::Path`, rejecting with problem+json.
+#[derive(Debug, Clone, Copy)]
+pub struct AppPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for AppPath<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(path_problem(&rejection)),
+        }
+    }
+}
+
+fn path_problem(rejection: &PathRejection) -> Problem {
+    Problem::from_status(rejection.status(), rejection.body_text())
+}
+
+/// The authenticated caller (the `authenticate` middleware verified the
+/// token); 401 when the request carried none.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .copied()
+            .map(Caller)
+            .ok_or_else(|| Problem::unauthenticated("this resource needs a bearer token"))
+    }
+}
+
+impl Caller {
+    /// 403 unless the caller has one of `roles`.
+    pub fn require(self, roles: &[Role]) -> Result<Principal, Problem> {
+        if roles.contains(&self.0.role) {
+            Ok(self.0)
+        } else {
+            Err(Problem::forbidden(format!(
+                "this needs the role {}",
+                roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or ")
+            )))
+        }
+    }
+}
+
+/// The request's id (accepted from `x-request-id` or generated), for logs and NATS headers.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<RequestId>().cloned().unwrap_or_else(|| RequestId(String::new())))
+    }
+}
+
+/// The client's address as the gateway sees it (socket, or the first
+/// `X-Forwarded-For` hop when configured to trust a proxy).
+#[derive(Debug, Clone)]
+pub struct ClientIp(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<ClientIp>().cloned().unwrap_or_else(|| ClientIp("unknown".to_owned())))
+    }
+}
