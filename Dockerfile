@@ -10,7 +10,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 emporium
+ && useradd --system --uid 10001 emporium \
+ && mkdir /keys && chown emporium /keys
 COPY --from=build /usr/local/bin/emporium /usr/local/bin/emporium
 USER emporium
 ENV EMPORIUM_ENV=production OPS_ADDR=0.0.0.0:9080

@@ -23,6 +23,8 @@ async fn a_customer_registers_signs_in_reads_and_renames_themself_refreshes_and_
     let profile: Value = registered.json().await.unwrap();
     assert_eq!(profile["email"], "ada@example.com", "stored normalized");
     assert_eq!(profile["role"], "customer");
+    let published = user_registered(&stack, profile["id"].as_str().unwrap()).await;
+    assert_eq!(published["data"]["email"], "ada@example.com");
 
     let session = stack.signed_in("ADA@example.com", PASSWORD).await;
     assert_eq!(session["token_type"], "Bearer");
@@ -56,6 +58,20 @@ async fn a_customer_registers_signs_in_reads_and_renames_themself_refreshes_and_
         .unwrap();
     assert_eq!(logout.status(), 204);
     problem(refresh(&stack, &token(&next, "refresh_token")).await, 401).await;
+}
+
+/// The `identity.user_registered` event of `user`, once the outbox relay has published it.
+async fn user_registered(stack: &Stack, user: &str) -> Value {
+    let stream = async_nats::jetstream::new(stack.nats.client().clone()).get_stream("EVT_IDENTITY").await.unwrap();
+    let subject = format!("evt.identity.user_registered.v1.p00.{user}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Ok(message) = stream.get_last_raw_message_by_subject(&subject).await {
+            return serde_json::from_slice(&message.payload).unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "no {subject}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 async fn refresh(stack: &Stack, refresh_token: &str) -> reqwest::Response {

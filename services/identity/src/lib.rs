@@ -97,7 +97,11 @@ impl IdentitySettings {
         Ok(Self {
             signing_key: source("IDENTITY_SIGNING_KEY").filter(|pem| !pem.is_empty()).map(SecretString::from),
             signing_key_file: typed(&source, "IDENTITY_SIGNING_KEY_FILE", ".run/keys/identity-ed25519.pem")?,
-            generate_missing_key: development,
+            generate_missing_key: typed(
+                &source,
+                "IDENTITY_GENERATE_SIGNING_KEY",
+                if development { "true" } else { "false" },
+            )?,
             access_ttl: Duration::from_secs(typed(&source, "IDENTITY_ACCESS_TOKEN_TTL_SECS", "900")?),
             refresh_ttl: Duration::from_secs(typed(&source, "IDENTITY_REFRESH_TOKEN_TTL_SECS", "2592000")?),
             admin,
@@ -194,6 +198,7 @@ pub async fn run(settings: IdentitySettings, deps: Dependencies, stop: Cancellat
         RelayConfig::default(),
     );
     let relay = tokio::spawn(relay.run(stop.child_token()));
+    let pruner = tokio::spawn(prune_refresh_tokens(deps.pool.clone(), stop.child_token()));
     let serve_config = ServeConfig { max_in_flight: settings.max_in_flight, ..ServeConfig::default() };
     let served = emporium_nats::rpc::serve(
         deps.nats.clone(),
@@ -204,10 +209,29 @@ pub async fn run(settings: IdentitySettings, deps: Dependencies, stop: Cancellat
     )
     .await;
     stop.cancel();
-    if let Err(error) = relay.await {
-        tracing::error!(%error, "outbox relay task failed");
+    for (task, name) in [(relay, "outbox relay"), (pruner, "refresh-token pruner")] {
+        if let Err(error) = task.await {
+            tracing::error!(%error, task = name, "task failed");
+        }
     }
     Ok(served?)
+}
+
+/// Deletes refresh tokens a day after they expired, hourly: they can only be
+/// refused, and a day keeps "expired" distinguishable from "unknown" a while.
+async fn prune_refresh_tokens(pool: PgPool, stop: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(60 * 60));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match store::prune_refresh(&pool, chrono::Utc::now() - chrono::TimeDelta::days(1)).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "expired refresh tokens pruned"),
+            Err(error) => tracing::warn!(%error, "pruning refresh tokens failed"),
+        }
+    }
 }
 
 /// Creates the configured admin unless an account with that email exists.
