@@ -3,6 +3,9 @@
 //! does not know, at most once per `refetch_interval` so forged key ids
 //! cannot turn into a flood of fetches.
 //!
+//! A verified token is remembered until it expires, so a client's next
+//! requests with it skip the signature check (the costliest step of a read).
+//!
 //! Only EdDSA is accepted; `none`, HMAC and every other algorithm are
 //! refused before any key is looked at, as are tokens that are expired, not
 //! yet valid, or issued by or for someone else.
@@ -33,7 +36,12 @@ pub struct KeySet {
     fetching: Mutex<Option<Instant>>,
     refetch_interval: Duration,
     validation: Validation,
+    /// Tokens already verified: the principal and the token's `exp`.
+    verified: std::sync::RwLock<HashMap<String, (Principal, i64)>>,
 }
+
+/// Verified tokens remembered at most; when full the memory starts over.
+const VERIFIED_CAPACITY: usize = 100_000;
 
 #[derive(Default)]
 struct Keys {
@@ -55,7 +63,14 @@ impl KeySet {
         validation.set_audience(&[AccessClaims::AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 5;
-        Self { identity, keys: RwLock::default(), fetching: Mutex::new(None), refetch_interval, validation }
+        Self {
+            identity,
+            keys: RwLock::default(),
+            fetching: Mutex::new(None),
+            refetch_interval,
+            validation,
+            verified: std::sync::RwLock::default(),
+        }
     }
 
     /// The JWK set as identity publishes it, fetched if not yet known.
@@ -102,6 +117,25 @@ impl KeySet {
 
     /// The principal a bearer token stands for, or why it is refused.
     pub async fn verify(&self, token: &str) -> Result<Principal, Problem> {
+        let now = chrono::Utc::now().timestamp();
+        if let Ok(verified) = self.verified.read()
+            && let Some((principal, exp)) = verified.get(token)
+            && *exp > now
+        {
+            return Ok(*principal);
+        }
+        let (principal, exp) = self.verify_signed(token).await?;
+        if let Ok(mut verified) = self.verified.write() {
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
+            }
+            verified.insert(token.to_owned(), (principal, exp));
+        }
+        Ok(principal)
+    }
+
+    /// The full check: header, key, signature, claims.
+    async fn verify_signed(&self, token: &str) -> Result<(Principal, i64), Problem> {
         let refused = |why: &str| Problem::unauthenticated(format!("the bearer token is not valid: {why}"));
         let header = jsonwebtoken::decode_header(token).map_err(|_| refused("malformed"))?;
         if header.alg != Algorithm::EdDSA {
@@ -121,7 +155,7 @@ impl KeySet {
                 _ => refused("claims rejected"),
             })?
             .claims;
-        Ok(Principal { user_id: claims.sub, role: claims.role })
+        Ok((Principal { user_id: claims.sub, role: claims.role }, claims.exp))
     }
 }
 
