@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
+use emporium_nats::rpc::{Answer, ServeConfig, answer_requests, encode_reply};
 use emporium_schemas::{Command, CommandEnvelope, ErrorKind, Partition, Reply, ReplyError};
-use futures::StreamExt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -42,8 +42,9 @@ fn invalid(message: String) -> ReplyError {
     ReplyError::new(ErrorKind::Invalid, message)
 }
 
-/// Serves `R`'s command on the given partitions until `stop`. Each request is
-/// handled in its own task; the host bounds how many are in flight.
+/// Serves `R`'s command on the given partitions until `stop`, through the
+/// one request-answering loop (`emporium_nats::rpc`); the host bounds how
+/// many commands reach entities at once.
 pub async fn serve<E: Entity, R: CommandRoute<E>>(
     client: async_nats::Client,
     host: EntityHost<E>,
@@ -56,26 +57,13 @@ pub async fn serve<E: Entity, R: CommandRoute<E>>(
     for partition in &partitions {
         subscriptions.push(client.subscribe(R::Command::TYPE.subject(Some(*partition))).await?);
     }
-    let mut requests = futures::stream::select_all(subscriptions);
-    loop {
-        let request = tokio::select! {
-            () = stop.cancelled() => break,
-            request = requests.next() => match request { Some(request) => request, None => break },
-        };
-        let Some(reply_to) = request.reply.clone() else { continue };
-        let (client, host, route) = (client.clone(), host.clone(), route.clone());
-        tokio::spawn(async move {
-            let reply = handle(&host, route.as_ref(), &request.subject, &request.payload, partition_count).await;
-            match serde_json::to_vec(&reply) {
-                Ok(body) => {
-                    if let Err(error) = client.publish(reply_to, body.into()).await {
-                        tracing::warn!(%error, "command reply not sent");
-                    }
-                }
-                Err(error) => tracing::error!(%error, "command reply not encodable"),
-            }
-        });
-    }
+    let respond = move |subject: &str, payload: &[u8]| -> Option<Answer> {
+        let (host, route, subject, payload) = (host.clone(), route.clone(), subject.to_owned(), payload.to_vec());
+        Some(Box::pin(async move {
+            encode_reply(&handle(&host, route.as_ref(), &subject, &payload, partition_count).await)
+        }))
+    };
+    answer_requests(client, subscriptions, ServeConfig::default(), stop, respond).await;
     Ok(())
 }
 

@@ -309,16 +309,12 @@ async fn partition_addressed_commands_land_on_their_entity_and_only_on_their_par
     ));
     let id = Uuid::now_v7();
     let key = Ticket::key(&id);
-    let command = |quantity: u32| CommandEnvelope {
-        id: MessageId::new_v7(),
-        key: Some(key.clone()),
-        correlation_id: Uuid::now_v7(),
-        sent_at: Utc::now(),
-        principal: None,
-        data: AddItem {
+    let command = |quantity: u32| {
+        let add = AddItem {
             product_id: emporium_schemas::values::ProductId::new_v7(),
             quantity: quantity.try_into().unwrap(),
-        },
+        };
+        CommandEnvelope::new(Some(key.clone()), None, add)
     };
     let request = |subject: String, body: Vec<u8>| {
         let client = nats.client().clone();

@@ -4,7 +4,9 @@
 //!
 //! [`Caller`] sends a command with a deadline and the request id in a header;
 //! [`Routes`] binds each command type to an async function and [`serve`]
-//! answers them, a bounded number at a time. A request beyond that bound is
+//! answers them, a bounded number at a time, through [`answer_requests`] —
+//! the one answering loop, which partition-addressed entity commands
+//! (`emporium_actors::commands`) use too. A request beyond that bound is
 //! answered `overloaded` at once rather than queued: the gateway turns it into
 //! 503 + `Retry-After`, which is cheaper for everyone than a growing backlog.
 
@@ -75,7 +77,8 @@ impl Caller {
     }
 }
 
-type Answer = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
+/// An encoded reply on its way.
+pub type Answer = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
 type Route<S> = Box<dyn Fn(Arc<S>, &[u8]) -> Answer + Send + Sync>;
 
 /// Command types bound to the functions that answer them, sharing a state `S`.
@@ -116,7 +119,7 @@ impl<S: Send + Sync + 'static> Routes<S> {
                     },
                     Err(error) => Reply::Error(ReplyError::new(ErrorKind::Invalid, error.to_string())),
                 };
-                encode(&reply)
+                encode_reply(&reply)
             })
         });
         self.table.insert(C::TYPE.subject(None), route);
@@ -124,7 +127,8 @@ impl<S: Send + Sync + 'static> Routes<S> {
     }
 }
 
-fn encode<A: Serialize>(reply: &Reply<A>) -> Vec<u8> {
+/// A reply as JSON; one that cannot be encoded becomes an `internal` error (logged).
+pub fn encode_reply<A: Serialize>(reply: &Reply<A>) -> Vec<u8> {
     serde_json::to_vec(reply).unwrap_or_else(|error| {
         tracing::error!(%error, "reply not encodable");
         let internal = Reply::<()>::Error(ReplyError::new(ErrorKind::Internal, "the reply could not be encoded"));
@@ -159,7 +163,25 @@ pub async fn serve<S: Send + Sync + 'static>(
     for subject in routes.table.keys() {
         subscriptions.push(client.queue_subscribe(subject.clone(), queue_group.to_owned()).await?);
     }
-    let routes = Arc::new(routes);
+    answer_requests(client, subscriptions, config, stop, move |subject, payload| {
+        routes.table.get(subject).map(|route| route(routes.state.clone(), payload))
+    })
+    .await;
+    Ok(())
+}
+
+/// The one request-answering loop: takes requests from `subscriptions`
+/// until `stop`, answers each with `respond(subject, payload)` in a task of
+/// its own, at most `config.max_in_flight` at once (the rest are answered
+/// `overloaded` at once), then waits for the requests in flight. A request
+/// `respond` has no answer for is dropped (the caller times out).
+pub async fn answer_requests(
+    client: async_nats::Client,
+    subscriptions: Vec<async_nats::Subscriber>,
+    config: ServeConfig,
+    stop: CancellationToken,
+    respond: impl Fn(&str, &[u8]) -> Option<Answer>,
+) {
     let permits = Arc::new(Semaphore::new(config.max_in_flight));
     let in_flight = TaskTracker::new();
     let mut requests = futures::stream::select_all(subscriptions);
@@ -172,7 +194,7 @@ pub async fn serve<S: Send + Sync + 'static>(
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             let shed = ReplyError::new(ErrorKind::Overloaded, "too many requests in flight; retry shortly")
                 .retry_after(config.retry_after.as_secs().max(1));
-            if let Err(error) = client.publish(reply_to, encode(&Reply::<()>::Error(shed)).into()).await {
+            if let Err(error) = client.publish(reply_to, encode_reply(&Reply::<()>::Error(shed)).into()).await {
                 tracing::debug!(%error, "overloaded reply not sent");
             }
             continue;
@@ -184,8 +206,7 @@ pub async fn serve<S: Send + Sync + 'static>(
             .map(|value| value.as_str().to_owned())
             .unwrap_or_default();
         let span = tracing::info_span!("command", subject = %request.subject, request.id = %request_id);
-        let Some(route) = routes.table.get(request.subject.as_str()) else { continue };
-        let answer = route(routes.state.clone(), &request.payload);
+        let Some(answer) = respond(request.subject.as_str(), &request.payload) else { continue };
         let client = client.clone();
         in_flight.spawn(
             async move {
@@ -200,5 +221,4 @@ pub async fn serve<S: Send + Sync + 'static>(
     }
     in_flight.close();
     in_flight.wait().await;
-    Ok(())
 }

@@ -278,6 +278,15 @@ struct CommandWire<T> {
     data: T,
 }
 
+impl<C> CommandEnvelope<C> {
+    /// A new command with a fresh id and correlation id, sent now. `key` is
+    /// the entity for partition-addressed commands; `principal` the caller,
+    /// absent for anonymous requests.
+    pub fn new(key: Option<EntityKey>, principal: Option<Principal>, data: C) -> Self {
+        Self { id: MessageId::new_v7(), key, correlation_id: Uuid::now_v7(), sent_at: Utc::now(), principal, data }
+    }
+}
+
 impl<C: Command> CommandEnvelope<C> {
     /// Decodes a command of type `C`, refusing any other type or version.
     pub fn from_json(bytes: &[u8]) -> Result<Self, DecodeError> {

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::impl_command;
-use crate::values::{Address, Role, Secret, UserId};
+use crate::values::{Address, CountryCode, Role, Secret, Text, UserId};
 
 /// Create an account. `role` is `customer` (the default) or `seller`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -75,11 +75,35 @@ impl_command!(UpdateProfile => "identity", "update_profile", 1, QueueGroup);
 
 /// Save an address; `default` makes it the one checkout proposes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(from = "AddAddressFields")]
 pub struct AddAddress {
     #[serde(flatten)]
     pub address: Address,
     #[serde(default)]
     pub default: bool,
+}
+
+/// [`AddAddress`] as it is read: its fields spelled out, because serde
+/// cannot say which field was wrong through `#[serde(flatten)]`, and
+/// clients are told exactly that (422 naming the field).
+#[derive(Deserialize)]
+struct AddAddressFields {
+    name: Text,
+    line1: Text,
+    #[serde(default)]
+    line2: Option<Text>,
+    city: Text,
+    postal_code: Text,
+    country: CountryCode,
+    #[serde(default)]
+    default: bool,
+}
+
+impl From<AddAddressFields> for AddAddress {
+    fn from(fields: AddAddressFields) -> Self {
+        let AddAddressFields { name, line1, line2, city, postal_code, country, default } = fields;
+        Self { address: Address { name, line1, line2, city, postal_code, country }, default }
+    }
 }
 impl_command!(AddAddress => "identity", "add_address", 1, QueueGroup);
 

@@ -20,7 +20,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use emporium_nats::Caller as ServiceCaller;
 use emporium_schemas::commands::identity::{AccessClaims, GetKeys};
-use emporium_schemas::{CommandEnvelope, MessageId, Principal, Reply};
+use emporium_schemas::{CommandEnvelope, Principal, Reply};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use tokio::sync::{Mutex, RwLock};
@@ -89,14 +89,7 @@ impl KeySet {
         if !force && last.is_some_and(|at| at.elapsed() < self.refetch_interval) {
             return Ok(());
         }
-        let command = CommandEnvelope {
-            id: MessageId::new_v7(),
-            key: None,
-            correlation_id: uuid::Uuid::now_v7(),
-            sent_at: chrono::Utc::now(),
-            principal: None,
-            data: GetKeys {},
-        };
+        let command = CommandEnvelope::new(None, None, GetKeys {});
         let set: JwkSet = match self.identity.call::<_, JwkSet>(&command, "jwks").await? {
             Reply::Ok(set) => set,
             Reply::Error(error) => return Err(error.into()),

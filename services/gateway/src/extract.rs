@@ -38,18 +38,6 @@ fn json_problem(rejection: &JsonRejection) -> Problem {
     problem
 }
 
-/// Reads a `T` out of a JSON value, naming the offending field on failure.
-/// For bodies whose type flattens another (serde cannot track paths through
-/// `#[serde(flatten)]`): each part is read from the same value.
-pub fn from_value<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, Problem> {
-    serde_path_to_error::deserialize(value).map_err(|error| {
-        let field = error.path().to_string();
-        let mut problem = Problem::from_status(axum::http::StatusCode::UNPROCESSABLE_ENTITY, error.inner().to_string());
-        problem.field = (field != ".").then_some(field);
-        problem
-    })
-}
-
 /// `axum::extract::Path`, rejecting with problem+json.
 #[derive(Debug, Clone, Copy)]
 pub struct AppPath<T>(pub T);

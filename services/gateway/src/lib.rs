@@ -154,7 +154,7 @@ fn router(settings: &GatewaySettings, deps: Dependencies, readiness: Readiness) 
         config: ObserveConfig { trust_forwarded_for: settings.trust_forwarded_for },
     };
 
-    let public_api = api::routes(ApiState { services, keys: keys.clone() })
+    let public_api = api::routes(ApiState { services })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(from_fn_with_state(limiter, limits::rate_limit))
         .layer(from_fn_with_state(keys.clone(), auth::authenticate))

@@ -3,8 +3,9 @@
 //!
 //! Rate limits are fixed one-minute windows per client address and per
 //! user, stricter for `/auth/*` (where each request may cost an Argon2
-//! hash). One Lua call counts a request in every window it belongs to and
-//! says whether any is over, and for how long. If Redis is unreachable the
+//! hash). A request is counted in every window it belongs to in one round
+//! trip (the platform's [`FixedWindows`]) and refused while any of them is
+//! over its limit, until that window starts over. If Redis is unreachable the
 //! request is let through: an outage of the limiter must not become an
 //! outage of the shop (it is logged).
 //!
@@ -17,9 +18,8 @@ use std::time::Duration;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use emporium_platform::windows::FixedWindows;
 use emporium_schemas::Principal;
-use fred::clients::Client;
-use fred::interfaces::LuaInterface as _;
 use tokio::sync::Semaphore;
 
 use crate::extract::ClientIp;
@@ -35,39 +35,17 @@ pub struct RateLimits {
     pub window: Duration,
 }
 
-/// For each key `i`: INCR, set the window's expiry on the first hit, and
-/// compare with `ARGV[i+1]`. Returns the longest wait of any key over its
-/// limit in ms, or 0.
-const COUNT: &str = r"
-local wait = 0
-for i, key in ipairs(KEYS) do
-  local n = redis.call('INCR', key)
-  if n == 1 then redis.call('PEXPIRE', key, ARGV[1]) end
-  if n > tonumber(ARGV[i + 1]) then
-    local ttl = redis.call('PTTL', key)
-    if ttl > wait then wait = ttl end
-  end
-end
-return wait
-";
-
 /// Counts requests in Redis.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct RateLimiter {
-    redis: Client,
+    windows: FixedWindows,
     prefix: String,
     limits: RateLimits,
 }
 
-impl std::fmt::Debug for RateLimiter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimiter").field("prefix", &self.prefix).field("limits", &self.limits).finish()
-    }
-}
-
 impl RateLimiter {
-    pub fn new(redis: Client, prefix: impl Into<String>, limits: RateLimits) -> Self {
-        Self { redis, prefix: prefix.into(), limits }
+    pub fn new(redis: fred::clients::Client, prefix: impl Into<String>, limits: RateLimits) -> Self {
+        Self { windows: FixedWindows::new(redis), prefix: prefix.into(), limits }
     }
 
     /// `Some(wait)` when this request is over a limit.
@@ -77,23 +55,24 @@ impl RateLimiter {
         user: Option<&Principal>,
         auth: bool,
     ) -> Result<Option<Duration>, fred::error::Error> {
-        let mut keys = Vec::with_capacity(2);
-        let window_ms = i64::try_from(self.limits.window.as_millis()).unwrap_or(i64::MAX);
-        let mut args = vec![window_ms];
-        let as_arg = |limit: u64| i64::try_from(limit).unwrap_or(i64::MAX);
+        let (prefix, window) = (&self.prefix, self.limits.window);
+        let mut limited = Vec::with_capacity(2);
         if auth {
-            keys.push(format!("{}rl:auth:ip:{ip}", self.prefix));
-            args.push(as_arg(self.limits.auth_per_ip));
+            limited.push((format!("{prefix}rl:auth:ip:{ip}"), self.limits.auth_per_ip));
         } else {
-            keys.push(format!("{}rl:ip:{ip}", self.prefix));
-            args.push(as_arg(self.limits.per_ip));
+            limited.push((format!("{prefix}rl:ip:{ip}"), self.limits.per_ip));
         }
         if let Some(user) = user {
-            keys.push(format!("{}rl:user:{}", self.prefix, user.user_id));
-            args.push(as_arg(self.limits.per_user));
+            limited.push((format!("{prefix}rl:user:{}", user.user_id), self.limits.per_user));
         }
-        let wait_ms: i64 = self.redis.eval(COUNT, keys, args).await?;
-        Ok((wait_ms > 0).then(|| Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0))))
+        let windows: Vec<(String, Duration)> = limited.iter().map(|(key, _)| (key.clone(), window)).collect();
+        let counts = self.windows.hit(&windows).await?;
+        Ok(counts
+            .iter()
+            .zip(&limited)
+            .filter(|(count, (_, limit))| count.hits > *limit)
+            .map(|(count, _)| count.resets_in)
+            .max())
     }
 }
 

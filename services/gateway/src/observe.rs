@@ -37,9 +37,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    fn record(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    fn record(&self, method: String, route: String, status: u16, seconds: f64) {
         let Ok(mut series) = self.series.lock() else { return };
-        let entry = series.entry((method.to_owned(), route.to_owned(), status)).or_default();
+        let entry = series.entry((method, route, status)).or_default();
         entry.count += 1;
         entry.sum_seconds += seconds;
         if let Some(bucket) = BUCKETS.iter().position(|bound| seconds <= *bound) {
@@ -131,7 +131,7 @@ pub async fn observe(State(observe): State<Observe>, mut request: Request, next:
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let seconds = started.elapsed().as_secs_f64();
-    observe.metrics.record(&method, &route, status, seconds);
+    observe.metrics.record(method, route, status, seconds);
     span.in_scope(|| {
         if status >= 500 {
             tracing::warn!(status, ms = seconds * 1000.0, "answered");

@@ -117,17 +117,23 @@ pub(crate) enum CreateError {
     Encode(serde_json::Error),
 }
 
+impl From<CreateError> for ReplyError {
+    fn from(error: CreateError) -> Self {
+        match error {
+            CreateError::Invalid(invalid) => invalid.into(),
+            CreateError::Hash(error) => hash_error(error),
+            CreateError::Store(error) => store_error(error),
+            CreateError::Encode(error) => internal(&error),
+        }
+    }
+}
+
 impl Identity {
     async fn register(&self, command: CommandEnvelope<Register>) -> Result<Profile, ReplyError> {
         let email = Email::parse(&command.data.email)?;
         NewPassword::parse(command.data.password.expose(), &email)?;
         let role = registration_role(command.data.role)?;
-        self.create_account(command, role).await.map_err(|error| match error {
-            CreateError::Invalid(invalid) => invalid.into(),
-            CreateError::Hash(error) => hash_error(error),
-            CreateError::Store(error) => store_error(error),
-            CreateError::Encode(error) => internal(&error),
-        })
+        Ok(self.create_account(command, role).await?)
     }
 
     /// Creates the account with its `identity.user_registered` event. The

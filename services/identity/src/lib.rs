@@ -251,15 +251,7 @@ async fn bootstrap_admin(identity: &Identity, email: &str, password: &SecretStri
         name: name.as_str().to_owned(),
         role: Some(Role::Admin),
     };
-    let command = CommandEnvelope {
-        id: MessageId::new_v7(),
-        key: None,
-        correlation_id: uuid::Uuid::now_v7(),
-        sent_at: identity.clock.now(),
-        principal: None,
-        data: register,
-    };
-    match identity.create_account(command, Role::Admin).await {
+    match identity.create_account(CommandEnvelope::new(None, None, register), Role::Admin).await {
         Ok(profile) => {
             tracing::info!(user.id = %profile.id, "bootstrap admin created");
             Ok(())

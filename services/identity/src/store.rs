@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use emporium_nats::OutgoingEvent;
 use emporium_schemas::commands::identity::{Profile, SavedAddress};
-use emporium_schemas::values::{Address, Role, UserId};
+use emporium_schemas::values::{Address, Role, UserId, ValueError};
 use sqlx::{PgPool, Row, postgres::PgRow};
 use uuid::Uuid;
 
@@ -16,7 +16,7 @@ pub enum StoreError {
     #[error("an account with this email exists")]
     EmailTaken,
     #[error("a stored value is not valid: {0}")]
-    Corrupt(String),
+    Corrupt(#[from] ValueError),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -46,8 +46,7 @@ pub struct Credentials {
 }
 
 fn role_of(row: &PgRow) -> Result<Role, StoreError> {
-    let text: String = row.try_get("role")?;
-    text.parse().map_err(|_| StoreError::Corrupt(format!("role {text:?}")))
+    Ok(row.try_get::<String, _>("role")?.parse()?)
 }
 
 fn profile_of(row: &PgRow) -> Result<Profile, StoreError> {
@@ -241,25 +240,17 @@ pub async fn prune_refresh(pool: &PgPool, before: DateTime<Utc>) -> Result<u64, 
 }
 
 fn address_of(row: &PgRow) -> Result<SavedAddress, StoreError> {
-    let text = |column: &str| -> Result<String, StoreError> { Ok(row.try_get::<String, _>(column)?) };
-    let value = |column: &str| {
-        text(column)?.try_into().map_err(|e: emporium_schemas::values::ValueError| StoreError::Corrupt(e.to_string()))
-    };
+    let text = |column: &str| row.try_get::<String, _>(column);
     let line2: Option<String> = row.try_get("line2")?;
     Ok(SavedAddress {
         id: row.try_get("id")?,
         address: Address {
-            name: value("name")?,
-            line1: value("line1")?,
-            line2: line2
-                .map(TryInto::try_into)
-                .transpose()
-                .map_err(|e: emporium_schemas::values::ValueError| StoreError::Corrupt(e.to_string()))?,
-            city: value("city")?,
-            postal_code: value("postal_code")?,
-            country: text("country")?
-                .try_into()
-                .map_err(|e: emporium_schemas::values::ValueError| StoreError::Corrupt(e.to_string()))?,
+            name: text("name")?.try_into()?,
+            line1: text("line1")?.try_into()?,
+            line2: line2.map(TryInto::try_into).transpose()?,
+            city: text("city")?.try_into()?,
+            postal_code: text("postal_code")?.try_into()?,
+            country: text("country")?.try_into()?,
         },
         default: row.try_get("is_default")?,
     })

@@ -6,12 +6,14 @@
 //! - [`shutdown`]: SIGINT/SIGTERM → a cancellation token every task watches.
 //! - [`connections`]: Postgres pools (one database per service), Redis, NATS.
 //! - [`ops`]: `/healthz` and `/readyz`, served by every process.
+//! - [`windows`]: fixed-window counters in Redis (rate limits, lockout).
 
 pub mod connections;
 pub mod ops;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod windows;
 
 pub use connections::Connections;
 pub use ops::Readiness;

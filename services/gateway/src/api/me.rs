@@ -11,7 +11,7 @@ use emporium_schemas::values::{Role, UserId};
 use uuid::Uuid;
 
 use super::ApiState;
-use crate::extract::{AppJson, AppPath, Caller, RequestId, from_value};
+use crate::extract::{AppJson, AppPath, Caller, RequestId};
 use crate::problem::Problem;
 
 /// The caller's profile.
@@ -70,15 +70,9 @@ pub async fn add_address(
     State(api): State<ApiState>,
     request_id: RequestId,
     Caller(principal): Caller,
-    AppJson(body): AppJson<serde_json::Value>,
+    AppJson(body): AppJson<AddAddress>,
 ) -> Result<impl IntoResponse, Problem> {
-    #[derive(serde::Deserialize)]
-    struct Flags {
-        #[serde(default)]
-        default: bool,
-    }
-    let add = AddAddress { address: from_value(&body)?, default: from_value::<Flags>(&body)?.default };
-    let saved: SavedAddress = api.call(Some(principal), &request_id, add).await?;
+    let saved: SavedAddress = api.call(Some(principal), &request_id, body).await?;
     Ok((StatusCode::CREATED, axum::Json(saved)))
 }
 

@@ -4,15 +4,12 @@
 pub mod auth;
 pub mod me;
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::routing::{delete, get, post};
 use emporium_nats::Caller as ServiceCaller;
-use emporium_schemas::{Command, CommandEnvelope, MessageId, Principal, Reply};
+use emporium_schemas::{Command, CommandEnvelope, Principal, Reply};
 use serde::de::DeserializeOwned;
 
-use crate::auth::KeySet;
 use crate::extract::RequestId;
 use crate::problem::Problem;
 
@@ -20,7 +17,6 @@ use crate::problem::Problem;
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub services: ServiceCaller,
-    pub keys: Arc<KeySet>,
 }
 
 impl ApiState {
@@ -32,14 +28,7 @@ impl ApiState {
         request_id: &RequestId,
         data: C,
     ) -> Result<A, Problem> {
-        let command = CommandEnvelope {
-            id: MessageId::new_v7(),
-            key: None,
-            correlation_id: uuid::Uuid::now_v7(),
-            sent_at: chrono::Utc::now(),
-            principal,
-            data,
-        };
+        let command = CommandEnvelope::new(None, principal, data);
         match self.services.call::<C, A>(&command, &request_id.0).await? {
             Reply::Ok(answer) => Ok(answer),
             Reply::Error(error) => Err(error.into()),

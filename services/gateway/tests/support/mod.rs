@@ -11,8 +11,8 @@ use emporium_identity::{Dependencies as IdentityDeps, IdentitySettings};
 use emporium_nats::{Topology, provision};
 use emporium_platform::Readiness;
 use emporium_platform::settings::Environment;
+use emporium_schemas::CommandEnvelope;
 use emporium_schemas::commands::identity::GetKeys;
-use emporium_schemas::{CommandEnvelope, MessageId};
 use emporium_test_harness::{TestDatabase, TestNats, TestRedis};
 use reqwest::{Method, RequestBuilder, Response};
 use secrecy::SecretString;
@@ -106,14 +106,7 @@ impl Stack {
         let up = emporium_test_harness::eventually(Duration::from_secs(20), || {
             let caller = caller.clone();
             async move {
-                let probe = CommandEnvelope {
-                    id: MessageId::new_v7(),
-                    key: None,
-                    correlation_id: uuid::Uuid::now_v7(),
-                    sent_at: chrono::Utc::now(),
-                    principal: None,
-                    data: GetKeys {},
-                };
+                let probe = CommandEnvelope::new(None, None, GetKeys {});
                 caller.call::<_, Value>(&probe, "probe").await.is_ok()
             }
         })
