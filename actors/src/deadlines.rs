@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use emporium_nats::{Acquire, Leases, SharedClock};
+use emporium_nats::{Leases, SharedClock};
 use emporium_schemas::EntityKey;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -67,31 +67,11 @@ where
     /// Ticks every `every` while this process holds the sweeper's lease.
     pub async fn run(self, leases: Leases, service: &str, every: Duration, stop: CancellationToken) {
         let lease_name = format!("deadlines.{service}.{}", E::KIND);
-        let ttl = (every * 3).max(Duration::from_secs(3));
-        while !stop.is_cancelled() {
-            match leases.acquire(&lease_name, ttl).await {
-                Ok(Acquire::Acquired(lease)) => {
-                    let keeper = lease.keep(stop.child_token());
-                    let lost = keeper.lost();
-                    while !stop.is_cancelled() && !lost.is_cancelled() {
-                        if let Err(error) = self.tick().await {
-                            tracing::warn!(kind = E::KIND, %error, "deadline sweep failed");
-                        }
-                        tokio::select! {
-                            () = stop.cancelled() => {}
-                            () = lost.cancelled() => {}
-                            () = tokio::time::sleep(every) => {}
-                        }
-                    }
-                    keeper.join().await;
-                }
-                Ok(Acquire::HeldBy { .. }) | Err(_) => {
-                    tokio::select! {
-                        () = stop.cancelled() => {}
-                        () = tokio::time::sleep(ttl / 3) => {}
-                    }
-                }
+        emporium_nats::lease::while_leading(&leases, &lease_name, every, stop, || async {
+            if let Err(error) = self.tick().await {
+                tracing::warn!(kind = E::KIND, %error, "deadline sweep failed");
             }
-        }
+        })
+        .await;
     }
 }

@@ -196,6 +196,40 @@ impl LeaseKeeper {
     }
 }
 
+/// Runs `tick` every `every` while this process holds the lease `name`
+/// (a sweeper's leader), until `stop`. Another holder makes it wait and try
+/// again; a lost lease stops the ticking at once.
+pub async fn while_leading<F, Fut>(leases: &Leases, name: &str, every: Duration, stop: CancellationToken, mut tick: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let ttl = (every * 3).max(Duration::from_secs(3));
+    while !stop.is_cancelled() {
+        match leases.acquire(name, ttl).await {
+            Ok(Acquire::Acquired(lease)) => {
+                let keeper = lease.keep(stop.child_token());
+                let lost = keeper.lost();
+                while !stop.is_cancelled() && !lost.is_cancelled() {
+                    tick().await;
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = lost.cancelled() => {}
+                        () = tokio::time::sleep(every) => {}
+                    }
+                }
+                keeper.join().await;
+            }
+            Ok(Acquire::HeldBy { .. }) | Err(_) => {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(ttl / 3) => {}
+                }
+            }
+        }
+    }
+}
+
 async fn keep(mut lease: Lease, stop: CancellationToken, lost: CancellationToken) {
     let interval = lease.ttl / 3;
     loop {

@@ -95,7 +95,12 @@ impl<S> std::fmt::Debug for Routes<S> {
 
 impl<S: Send + Sync + 'static> Routes<S> {
     pub fn new(state: S) -> Self {
-        Self { state: Arc::new(state), table: HashMap::new() }
+        Self::from_arc(Arc::new(state))
+    }
+
+    /// Routes over a state the service also shares with other tasks.
+    pub fn from_arc(state: Arc<S>) -> Self {
+        Self { state, table: HashMap::new() }
     }
 
     /// Answers command `C` with `answer`. A payload that is not a `C` is

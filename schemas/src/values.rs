@@ -106,6 +106,10 @@ uuid_id!(
     ProductId
 );
 uuid_id!(
+    /// A catalog category (a node of the category tree).
+    CategoryId
+);
+uuid_id!(
     /// A payment (one per order).
     PaymentId
 );
@@ -115,7 +119,8 @@ uuid_id!(
 );
 
 /// An ISO 4217 currency code.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(value_type = String, pattern = "^[A-Z]{3}$", example = "EUR")]
 #[serde(try_from = "String", into = "String")]
 pub struct Currency(String);
 
@@ -143,14 +148,15 @@ impl From<Currency> for String {
 }
 
 /// An amount of money in integer minor units (cents) of one currency. Never a float.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Money {
     pub amount: MinorUnits,
     pub currency: Currency,
 }
 
 /// A non-negative amount in minor units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(value_type = i64, example = 1999)]
 #[serde(try_from = "i64", into = "i64")]
 pub struct MinorUnits(i64);
 
@@ -401,6 +407,22 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
+    }
+}
+
+/// A product's stock: what is on hand, what orders hold, and what is left to sell.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StockLevel {
+    pub on_hand: u32,
+    pub reserved: u32,
+    /// `on_hand - reserved`, never negative.
+    pub available: u32,
+}
+
+impl StockLevel {
+    /// The level for `on_hand` and `reserved`; `None` if more is reserved than is on hand.
+    pub fn new(on_hand: u32, reserved: u32) -> Option<Self> {
+        on_hand.checked_sub(reserved).map(|available| Self { on_hand, reserved, available })
     }
 }
 

@@ -9,9 +9,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use emporium_schemas::commands::{
-    cart, identity as identity_cmd, inventory as inventory_cmd, order as order_cmd, shipping as shipping_cmd,
+    cart, catalog as catalog_cmd, identity as identity_cmd, inventory as inventory_cmd, order as order_cmd,
+    shipping as shipping_cmd,
 };
-use emporium_schemas::events::{identity, inventory, order, payment, shipping};
+use emporium_schemas::events::{catalog, identity, inventory, order, payment, shipping};
 use emporium_schemas::{Command, CommandEnvelope, Envelope, Event, registry};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -106,6 +107,10 @@ fn codecs() -> BTreeMap<String, Codec> {
         event::<inventory::InventoryReserved>(),
         event::<inventory::InventoryRejected>(),
         event::<inventory::InventoryReleased>(),
+        event::<inventory::StockChanged>(),
+        event::<catalog::ProductCreated>(),
+        event::<catalog::ProductUpdated>(),
+        event::<catalog::ProductDeleted>(),
         event::<payment::PaymentAuthorized>(),
         event::<payment::PaymentFailed>(),
         event::<payment::PaymentCaptured>(),
@@ -125,6 +130,14 @@ fn codecs() -> BTreeMap<String, Codec> {
         command::<order_cmd::CancelOrder>(),
         command::<order_cmd::GetOrder>(),
         command::<inventory_cmd::SetStock>(),
+        command::<inventory_cmd::GetStock>(),
+        command::<catalog_cmd::CreateProduct>(),
+        command::<catalog_cmd::UpdateProduct>(),
+        command::<catalog_cmd::DeleteProduct>(),
+        command::<catalog_cmd::GetProduct>(),
+        command::<catalog_cmd::SearchProducts>(),
+        command::<catalog_cmd::ListCategories>(),
+        command::<catalog_cmd::CreateCategory>(),
         command::<shipping_cmd::ShipShipment>(),
         command::<shipping_cmd::DeliverShipment>(),
         event::<identity::UserRegistered>(),

@@ -4,6 +4,7 @@
 //! one actor in the whole system handles an entity; the rest go to a queue group.
 
 pub mod cart;
+pub mod catalog;
 pub mod identity;
 pub mod inventory;
 pub mod order;
@@ -33,6 +34,14 @@ pub(crate) const ALL: &[CommandType] = &[
     order::CancelOrder::TYPE,
     order::GetOrder::TYPE,
     inventory::SetStock::TYPE,
+    inventory::GetStock::TYPE,
+    catalog::CreateProduct::TYPE,
+    catalog::UpdateProduct::TYPE,
+    catalog::DeleteProduct::TYPE,
+    catalog::GetProduct::TYPE,
+    catalog::SearchProducts::TYPE,
+    catalog::ListCategories::TYPE,
+    catalog::CreateCategory::TYPE,
     shipping::ShipShipment::TYPE,
     shipping::DeliverShipment::TYPE,
     identity::Register::TYPE,

@@ -1,10 +1,11 @@
-//! `inventory.*` events of the checkout saga: reservations and their end.
+//! `inventory.*` events: the checkout saga's reservations and their end, and
+//! every change of a product's stock level.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::impl_event;
-use crate::values::{NonEmpty, OrderId, ProductId, ProductQuantity};
+use crate::values::{NonEmpty, OrderId, ProductId, ProductQuantity, StockLevel};
 
 /// Every line of the order is held; `expires_at` is the backstop for orders never confirmed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,3 +50,30 @@ pub struct InventoryReleased {
     pub reason: ReleaseReason,
 }
 impl_event!(InventoryReleased => "inventory", "released", 1);
+
+/// Why a product's stock changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StockChangeReason {
+    /// Inventory learned of the product (stock zero).
+    Listed,
+    /// The owner (or an admin) set what is on hand.
+    Set,
+    /// An order reserved some.
+    Reserved,
+    /// A reservation was given back.
+    Released,
+    /// A reservation left with its shipment: on hand and reserved both fell.
+    Shipped,
+}
+
+/// A product's stock level after a change; the catalog shows it on the product.
+/// Key: the product id; `seq`: the stock row's version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockChanged {
+    pub product_id: ProductId,
+    #[serde(flatten)]
+    pub level: StockLevel,
+    pub reason: StockChangeReason,
+}
+impl_event!(StockChanged => "inventory", "stock_changed", 1);

@@ -4,6 +4,7 @@
 //! frozen: fields may be added only as optional; anything else is a new major
 //! version beside this one (see `schemas/README.md`).
 
+pub mod catalog;
 pub mod identity;
 pub mod inventory;
 pub mod order;
@@ -35,6 +36,10 @@ pub(crate) const ALL: &[EventType] = &[
     inventory::InventoryReserved::TYPE,
     inventory::InventoryRejected::TYPE,
     inventory::InventoryReleased::TYPE,
+    inventory::StockChanged::TYPE,
+    catalog::ProductCreated::TYPE,
+    catalog::ProductUpdated::TYPE,
+    catalog::ProductDeleted::TYPE,
     payment::PaymentAuthorized::TYPE,
     payment::PaymentFailed::TYPE,
     payment::PaymentCaptured::TYPE,

@@ -13,15 +13,20 @@ use tokio_util::sync::CancellationToken;
 pub(crate) enum Service {
     Gateway,
     Identity,
+    Catalog,
+    Inventory,
 }
 
 impl Service {
-    pub(crate) const ALL: &'static [Service] = &[Service::Identity, Service::Gateway];
+    pub(crate) const ALL: &'static [Service] =
+        &[Service::Identity, Service::Catalog, Service::Inventory, Service::Gateway];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Service::Gateway => "gateway",
             Service::Identity => emporium_identity::SERVICE,
+            Service::Catalog => emporium_catalog::SERVICE,
+            Service::Inventory => emporium_inventory::SERVICE,
         }
     }
 
@@ -30,7 +35,7 @@ impl Service {
         match self {
             // The gateway owns nothing durable.
             Service::Gateway => None,
-            Service::Identity => Some(emporium_identity::SERVICE),
+            Service::Identity | Service::Catalog | Service::Inventory => Some(self.name()),
         }
     }
 
@@ -39,6 +44,8 @@ impl Service {
         match self {
             Service::Gateway => {}
             Service::Identity => emporium_identity::store::migrate(pool).await?,
+            Service::Catalog => emporium_catalog::store::migrate(pool).await?,
+            Service::Inventory => emporium_inventory::store::migrate(pool).await?,
         }
         Ok(())
     }
@@ -48,6 +55,8 @@ impl Service {
         match self {
             // Neither consumes events.
             Service::Gateway | Service::Identity => Vec::new(),
+            Service::Catalog => emporium_catalog::subscriptions(),
+            Service::Inventory => emporium_inventory::subscriptions(),
         }
     }
 
@@ -84,6 +93,28 @@ impl Service {
                     partitions: settings.partitions,
                 };
                 emporium_identity::run(identity_settings, deps, stop).await?;
+            }
+            Service::Catalog => {
+                let catalog_settings = emporium_catalog::CatalogSettings::from_source(env)?;
+                let pool = connections.postgres(emporium_catalog::SERVICE)?;
+                readiness.register("postgres.catalog", emporium_platform::connections::postgres_check(pool.clone()));
+                let deps = emporium_catalog::Dependencies {
+                    pool,
+                    nats: connections.nats().clone(),
+                    partitions: settings.partitions,
+                };
+                emporium_catalog::run(catalog_settings, deps, stop).await?;
+            }
+            Service::Inventory => {
+                let inventory_settings = emporium_inventory::InventorySettings::from_source(env)?;
+                let pool = connections.postgres(emporium_inventory::SERVICE)?;
+                readiness.register("postgres.inventory", emporium_platform::connections::postgres_check(pool.clone()));
+                let deps = emporium_inventory::Dependencies {
+                    pool,
+                    nats: connections.nats().clone(),
+                    partitions: settings.partitions,
+                };
+                emporium_inventory::run(inventory_settings, deps, stop).await?;
             }
         }
         Ok(())

@@ -82,8 +82,10 @@ enum OutboxCommand {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ServiceArg {
     All,
+    Catalog,
     Gateway,
     Identity,
+    Inventory,
 }
 
 impl ServiceArg {
@@ -93,6 +95,8 @@ impl ServiceArg {
             ServiceArg::All => None,
             ServiceArg::Gateway => Some(host::Service::Gateway),
             ServiceArg::Identity => Some(host::Service::Identity),
+            ServiceArg::Catalog => Some(host::Service::Catalog),
+            ServiceArg::Inventory => Some(host::Service::Inventory),
         }
     }
 }

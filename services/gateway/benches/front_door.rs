@@ -15,54 +15,13 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::json;
-use support::{PASSWORD, Stack, token};
+use support::{PASSWORD, Stack, drive, ms, token};
 
 fn knob(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// Runs `clients` loops of `request` for `secs`; returns (ok per second, p50, p99).
-async fn drive<F, Fut>(clients: u64, secs: u64, request: F) -> (f64, Duration, Duration)
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    let request = Arc::new(request);
-    let until = Instant::now() + Duration::from_secs(secs);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let request = request.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut failed = 0_u64;
-            while Instant::now() < until {
-                let at = Instant::now();
-                if request().await {
-                    latencies.push(at.elapsed());
-                } else {
-                    failed += 1;
-                }
-            }
-            (latencies, failed)
-        }));
-    }
-    let mut latencies = Vec::new();
-    let mut failed = 0;
-    for task in tasks {
-        let (mine, failures) = task.await.unwrap();
-        latencies.extend(mine);
-        failed += failures;
-    }
-    assert_eq!(failed, 0, "requests failed during the benchmark");
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    (latencies.len() as f64 / elapsed, at(0.50), at(0.99))
 }
 
 #[tokio::main]
@@ -108,8 +67,4 @@ async fn main() {
     .await;
     println!("bench: authenticated_reads_per_sec (GET /api/v1/me, {clients} clients) = {reads:.0} req/s");
     println!("bench: authenticated_read_latency ({clients} clients) = p50 {:.2} ms, p99 {:.2} ms", ms(p50), ms(p99));
-}
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
 }

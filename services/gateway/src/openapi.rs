@@ -7,7 +7,7 @@ use axum::response::{Html, IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{auth, me};
+use crate::api::{auth, catalog, me};
 use crate::problem::Problem;
 
 #[derive(OpenApi)]
@@ -16,12 +16,15 @@ use crate::problem::Problem;
     paths(
         auth::register, auth::login, auth::refresh, auth::logout,
         me::profile, me::update_profile, me::addresses, me::add_address, me::delete_address, me::user,
+        catalog::search, catalog::product, catalog::create_product, catalog::update_product, catalog::delete_product,
+        catalog::set_stock, catalog::categories, catalog::create_category,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Accounts and sessions"),
         (name = "me", description = "The caller's own profile and addresses"),
+        (name = "catalog", description = "Products, categories, search and stock"),
         (name = "admin", description = "For admins"),
     )
 )]

@@ -2,10 +2,11 @@
 //! one command to the owning service over NATS and its reply into HTTP.
 
 pub mod auth;
+pub mod catalog;
 pub mod me;
 
 use axum::Router;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use emporium_nats::Caller as ServiceCaller;
 use emporium_schemas::{Command, CommandEnvelope, Principal, Reply};
 use serde::de::DeserializeOwned;
@@ -47,5 +48,12 @@ pub fn routes(state: ApiState) -> Router {
         .route("/api/v1/me/addresses", get(me::addresses).post(me::add_address))
         .route("/api/v1/me/addresses/{id}", delete(me::delete_address))
         .route("/api/v1/users/{id}", get(me::user))
+        .route("/api/v1/products", get(catalog::search).post(catalog::create_product))
+        .route(
+            "/api/v1/products/{id}",
+            get(catalog::product).patch(catalog::update_product).delete(catalog::delete_product),
+        )
+        .route("/api/v1/products/{id}/stock", put(catalog::set_stock))
+        .route("/api/v1/categories", get(catalog::categories).post(catalog::create_category))
         .with_state(state)
 }

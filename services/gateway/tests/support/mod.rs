@@ -1,6 +1,8 @@
 //! A whole front door for one test: a private NATS server (provisioned), a
 //! fresh identity database, a Redis key prefix of its own, the identity
-//! service and the gateway, both real, talking over real connections.
+//! service and the gateway, both real, talking over real connections; and,
+//! for tests that need them, the catalog and inventory services with their
+//! own databases.
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // each test binary uses part of it
 
@@ -12,7 +14,10 @@ use emporium_nats::{Topology, provision};
 use emporium_platform::Readiness;
 use emporium_platform::settings::Environment;
 use emporium_schemas::CommandEnvelope;
+use emporium_schemas::commands::catalog::ListCategories;
 use emporium_schemas::commands::identity::GetKeys;
+use emporium_schemas::commands::inventory::GetStock;
+use emporium_schemas::values::ProductId;
 use emporium_test_harness::{TestDatabase, TestNats, TestRedis};
 use reqwest::{Method, RequestBuilder, Response};
 use secrecy::SecretString;
@@ -31,6 +36,9 @@ pub struct Stack {
     identity_stop: CancellationToken,
     identity: Option<JoinHandle<Result<(), emporium_identity::IdentityError>>>,
     gateway_stop: CancellationToken,
+    catalog_stop: CancellationToken,
+    pub catalog_db: Option<TestDatabase>,
+    pub inventory_db: Option<TestDatabase>,
     pub nats: TestNats,
     pub redis: TestRedis,
     pub db: TestDatabase,
@@ -44,7 +52,9 @@ impl Stack {
     /// A stack whose settings `adjust` may change first.
     pub async fn with(adjust: impl FnOnce(&mut IdentitySettings, &mut GatewaySettings)) -> Self {
         let nats = TestNats::start().await.unwrap();
-        provision(&async_nats::jetstream::new(nats.client().clone()), &Topology::new(1, Vec::new())).await.unwrap();
+        let subscriptions =
+            emporium_catalog::subscriptions().into_iter().chain(emporium_inventory::subscriptions()).collect();
+        provision(&async_nats::jetstream::new(nats.client().clone()), &Topology::new(1, subscriptions)).await.unwrap();
         let redis = TestRedis::connect().await.unwrap();
         let db = TestDatabase::create().await.unwrap();
 
@@ -78,6 +88,9 @@ impl Stack {
             identity_stop: CancellationToken::new(),
             identity: None,
             gateway_stop,
+            catalog_stop: CancellationToken::new(),
+            catalog_db: None,
+            inventory_db: None,
             nats,
             redis,
             db,
@@ -112,6 +125,46 @@ impl Stack {
         })
         .await;
         assert!(up, "identity never answered");
+    }
+
+    /// A stack with the catalog and inventory running too.
+    pub async fn with_catalog() -> Self {
+        let mut stack = Self::start().await;
+        stack.start_catalog().await;
+        stack
+    }
+
+    /// Starts catalog and inventory, each on a fresh database, and waits until both answer.
+    pub async fn start_catalog(&mut self) {
+        let (catalog_db, inventory_db) = (TestDatabase::create().await.unwrap(), TestDatabase::create().await.unwrap());
+        let catalog = emporium_catalog::Dependencies {
+            pool: catalog_db.pool().clone(),
+            nats: self.nats.client().clone(),
+            partitions: 1,
+        };
+        let settings = emporium_catalog::CatalogSettings::from_source(|_| None).unwrap();
+        tokio::spawn(emporium_catalog::run(settings, catalog, self.catalog_stop.clone()));
+        let inventory = emporium_inventory::Dependencies {
+            pool: inventory_db.pool().clone(),
+            nats: self.nats.client().clone(),
+            partitions: 1,
+        };
+        let settings = emporium_inventory::InventorySettings::from_source(|_| None).unwrap();
+        tokio::spawn(emporium_inventory::run(settings, inventory, self.catalog_stop.clone()));
+        self.catalog_db = Some(catalog_db);
+        self.inventory_db = Some(inventory_db);
+        let caller = emporium_nats::Caller::new(self.nats.client().clone(), Duration::from_millis(500));
+        let up = emporium_test_harness::eventually(Duration::from_secs(20), || {
+            let caller = caller.clone();
+            async move {
+                let catalog = CommandEnvelope::new(None, None, ListCategories {});
+                let inventory = CommandEnvelope::new(None, None, GetStock { product_id: ProductId::new_v7() });
+                caller.call::<_, Value>(&catalog, "probe").await.is_ok()
+                    && caller.call::<_, Value>(&inventory, "probe").await.is_ok()
+            }
+        })
+        .await;
+        assert!(up, "catalog or inventory never answered");
     }
 
     /// Stops identity and starts it again signing with `pem` (a key rotation).
@@ -166,12 +219,51 @@ impl Stack {
     pub async fn get_as(&self, token: &str, path: &str) -> Response {
         self.request(Method::GET, path).bearer_auth(token).send().await.unwrap()
     }
+
+    /// Sends `body` as JSON with `method`, signed in with `token`.
+    pub async fn send_as(&self, token: &str, method: Method, path: &str, body: &Value) -> Response {
+        self.request(method, path).bearer_auth(token).json(body).send().await.unwrap()
+    }
+
+    /// An access token of a new account with `role`.
+    pub async fn access(&self, role: &str) -> String {
+        let email = format!("{role}-{}@example.com", uuid::Uuid::now_v7().simple());
+        token(&self.signed_up(&email, role).await, "access_token")
+    }
+
+    /// The bootstrap admin's access token.
+    pub async fn admin(&self) -> String {
+        token(&self.signed_in("admin@emporium.test", "emporium-admin").await, "access_token")
+    }
+
+    /// Puts a product on sale as `seller`; returns it.
+    pub async fn product(&self, seller: &str, name: &str, amount: i64) -> Value {
+        let body = json!({ "name": name, "description": format!("{name}, well made"), "price": { "amount": amount, "currency": "EUR" } });
+        let response = self.send_as(seller, Method::POST, "/api/v1/products", &body).await;
+        assert_eq!(response.status(), 201, "creating {name}");
+        response.json().await.unwrap()
+    }
+
+    /// Sets a product's stock as `owner`, retrying while inventory has not learned of it yet.
+    pub async fn stock(&self, owner: &str, product: &str, quantity: u32) -> Value {
+        let path = format!("/api/v1/products/{product}/stock");
+        for _ in 0..200 {
+            let response = self.send_as(owner, Method::PUT, &path, &json!({ "quantity": quantity })).await;
+            if response.status() != 503 {
+                assert_eq!(response.status(), 200, "setting stock");
+                return response.json().await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("inventory never learned of {product}");
+    }
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
         self.identity_stop.cancel();
         self.gateway_stop.cancel();
+        self.catalog_stop.cancel();
     }
 }
 
@@ -189,4 +281,48 @@ pub async fn problem(response: Response, status: u16) -> Value {
 
 pub fn token(session: &Value, field: &str) -> String {
     session[field].as_str().unwrap().to_owned()
+}
+
+/// Runs `clients` loops of `request` for `secs` (benchmarks); returns (ok per second, p50, p99).
+pub async fn drive<F, Fut>(clients: u64, secs: u64, request: F) -> (f64, Duration, Duration)
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let request = std::sync::Arc::new(request);
+    let until = std::time::Instant::now() + Duration::from_secs(secs);
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let request = request.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failed = 0_u64;
+            while std::time::Instant::now() < until {
+                let at = std::time::Instant::now();
+                if request().await {
+                    latencies.push(at.elapsed());
+                } else {
+                    failed += 1;
+                }
+            }
+            (latencies, failed)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut failed = 0;
+    for task in tasks {
+        let (mine, failures) = task.await.unwrap();
+        latencies.extend(mine);
+        failed += failures;
+    }
+    assert_eq!(failed, 0, "requests failed during the benchmark");
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    (latencies.len() as f64 / elapsed, at(0.50), at(0.99))
+}
+
+pub fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }

@@ -1,0 +1,245 @@
+//! The answers to `cmd.catalog.*`: each applies the domain's rules, touches
+//! the store, and maps every failure to a typed [`ReplyError`]. Internal
+//! errors are logged here, once, and never detailed to the caller.
+
+use std::sync::Arc;
+
+use emporium_nats::{OutboxSignal, OutgoingEvent, Routes, SharedClock};
+use emporium_schemas::commands::catalog::{
+    CategoryView, CreateCategory, CreateProduct, DeleteProduct, GetProduct, ListCategories, ProductPage, ProductView,
+    SearchProducts, UpdateProduct,
+};
+use emporium_schemas::events::catalog::{ProductCreated, ProductDeleted, ProductUpdated};
+use emporium_schemas::values::{CategoryId, ProductId, Role, Text};
+use emporium_schemas::{CommandEnvelope, EntityKey, Envelope, ErrorKind, Event, Principal, ReplyError, Seq};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::cache::ProductCache;
+use crate::domain::{self, Invalid, MAX_CATEGORY_DEPTH, Search};
+use crate::search;
+use crate::store::{self, ProductFields, StoreError};
+
+/// Everything the answers share.
+#[derive(Debug)]
+pub struct Catalog {
+    pub pool: PgPool,
+    pub cache: Arc<ProductCache>,
+    pub outbox: OutboxSignal,
+    pub clock: SharedClock,
+}
+
+/// Every catalog command, bound to its answer.
+pub fn routes(catalog: Catalog) -> Routes<Catalog> {
+    Routes::new(catalog)
+        .on(|s, c: CommandEnvelope<CreateProduct>| async move { s.create_product(&c).await })
+        .on(|s, c: CommandEnvelope<UpdateProduct>| async move { s.update_product(&c).await })
+        .on(|s, c: CommandEnvelope<DeleteProduct>| async move { s.delete_product(&c).await })
+        .on(|s, c: CommandEnvelope<GetProduct>| async move { s.product(c.data.product_id).await })
+        .on(|s, c: CommandEnvelope<SearchProducts>| async move { s.search(c.data).await })
+        .on(|s: Arc<Catalog>, _: CommandEnvelope<ListCategories>| async move {
+            store::categories(&s.pool).await.map_err(|e| internal(&e))
+        })
+        .on(|s, c: CommandEnvelope<CreateCategory>| async move { s.create_category(&c).await })
+}
+
+fn signed_in(principal: Option<Principal>) -> Result<Principal, ReplyError> {
+    principal.ok_or_else(|| ReplyError::new(ErrorKind::Unauthenticated, "sign in first"))
+}
+
+fn internal(error: &dyn std::fmt::Display) -> ReplyError {
+    tracing::error!(%error, "catalog command failed");
+    ReplyError::new(ErrorKind::Internal, "the request could not be completed")
+}
+
+fn not_found() -> ReplyError {
+    ReplyError::new(ErrorKind::NotFound, "no such product")
+}
+
+impl From<Invalid> for ReplyError {
+    fn from(invalid: Invalid) -> Self {
+        ReplyError::invalid(invalid.field, invalid.reason)
+    }
+}
+
+impl From<StoreError> for ReplyError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::CategoryNameTaken => {
+                ReplyError::new(ErrorKind::Conflict, "a category with this name exists at this place in the tree")
+            }
+            other => internal(&other),
+        }
+    }
+}
+
+/// The product event to commit with a change: key the product, `seq` its new version.
+fn product_event<D: Event>(
+    command: &CommandEnvelope<impl Sized>,
+    id: ProductId,
+    version: i64,
+    data: D,
+) -> Result<OutgoingEvent, ReplyError> {
+    let seq = u64::try_from(version).ok().and_then(|v| Seq::try_from(v).ok()).unwrap_or(Seq::FIRST);
+    let event = Envelope::new(EntityKey::from(*id.as_uuid()), seq, command.correlation_id, *command.id.as_uuid(), data);
+    OutgoingEvent::encode(&event).map_err(|e| internal(&e))
+}
+
+fn event_name(name: &str) -> Result<Text, ReplyError> {
+    Text::try_from(name.to_owned()).map_err(|e| ReplyError::invalid("name", e.to_string()))
+}
+
+impl Catalog {
+    async fn category_path(&self, category: Option<CategoryId>) -> Result<Vec<Uuid>, ReplyError> {
+        let Some(category) = category else { return Ok(Vec::new()) };
+        store::category_path(&self.pool, category)
+            .await?
+            .ok_or_else(|| ReplyError::invalid("category_id", "no such category"))
+    }
+
+    async fn create_product(&self, command: &CommandEnvelope<CreateProduct>) -> Result<ProductView, ReplyError> {
+        let principal = signed_in(command.principal)?;
+        if !domain::may_sell(principal.role) {
+            return Err(ReplyError::new(ErrorKind::Forbidden, "only sellers and admins put products on sale"));
+        }
+        let request = &command.data;
+        domain::price(&request.price)?;
+        let fields = ProductFields {
+            name: domain::product_name(&request.name)?,
+            description: domain::description(&request.description)?,
+            price: request.price.clone(),
+            category_id: request.category_id,
+        };
+        let path = self.category_path(fields.category_id).await?;
+        let id = ProductId::new_v7();
+        let created = ProductCreated {
+            product_id: id,
+            seller_id: principal.user_id,
+            name: event_name(&fields.name)?,
+            price: fields.price.clone(),
+            category_id: fields.category_id,
+        };
+        let event = product_event(command, id, 1, created)?;
+        let mut tx = self.pool.begin().await.map_err(|e| internal(&e))?;
+        let product =
+            store::create_product(&mut tx, id, principal.user_id, &fields, &path, self.clock.now(), &event).await?;
+        tx.commit().await.map_err(|e| internal(&e))?;
+        self.outbox.wake();
+        tracing::info!(product.id = %id, seller.id = %principal.user_id, "product created");
+        Ok(product)
+    }
+
+    async fn update_product(&self, command: &CommandEnvelope<UpdateProduct>) -> Result<ProductView, ReplyError> {
+        let principal = signed_in(command.principal)?;
+        let request = &command.data;
+        let id = request.product_id.ok_or_else(|| ReplyError::invalid("product_id", "is required"))?;
+        if let Some(price) = &request.price {
+            domain::price(price)?;
+        }
+        let name = request.name.as_deref().map(domain::product_name).transpose()?;
+        let description = request.description.as_deref().map(domain::description).transpose()?;
+        let new_path = match request.category_id {
+            Some(category) => Some(self.category_path(category).await?),
+            None => None,
+        };
+
+        let mut tx = self.pool.begin().await.map_err(|e| internal(&e))?;
+        let (current, version) = store::lock_product(&mut tx, id).await?.ok_or_else(not_found)?;
+        if !domain::may_edit(&principal, current.seller_id) {
+            return Err(ReplyError::new(ErrorKind::Forbidden, "only the product's seller or an admin may change it"));
+        }
+        let fields = ProductFields {
+            name: name.unwrap_or(current.name),
+            description: description.unwrap_or(current.description),
+            price: request.price.clone().unwrap_or(current.price),
+            category_id: request.category_id.unwrap_or(current.category_id),
+        };
+        // A product keeps its category's path unless the category changes.
+        let path = match (new_path, fields.category_id) {
+            (Some(path), _) => path,
+            (None, None) => Vec::new(),
+            (None, Some(category)) => store::category_path(&mut *tx, category).await?.unwrap_or_default(),
+        };
+        let version = version + 1;
+        let updated = ProductUpdated {
+            product_id: id,
+            seller_id: current.seller_id,
+            name: event_name(&fields.name)?,
+            price: fields.price.clone(),
+            category_id: fields.category_id,
+        };
+        let event = product_event(command, id, version, updated)?;
+        let product = store::update_product(&mut tx, id, &fields, &path, version, self.clock.now(), &event).await?;
+        tx.commit().await.map_err(|e| internal(&e))?;
+        self.cache.invalidate(id);
+        self.outbox.wake();
+        Ok(product)
+    }
+
+    async fn delete_product(&self, command: &CommandEnvelope<DeleteProduct>) -> Result<serde_json::Value, ReplyError> {
+        let principal = signed_in(command.principal)?;
+        let id = command.data.product_id;
+        let mut tx = self.pool.begin().await.map_err(|e| internal(&e))?;
+        let (current, version) = store::lock_product(&mut tx, id).await?.ok_or_else(not_found)?;
+        if !domain::may_edit(&principal, current.seller_id) {
+            return Err(ReplyError::new(ErrorKind::Forbidden, "only the product's seller or an admin may delete it"));
+        }
+        let version = version + 1;
+        let deleted = ProductDeleted { product_id: id, seller_id: current.seller_id };
+        let event = product_event(command, id, version, deleted)?;
+        store::delete_product(&mut tx, id, version, self.clock.now(), &event).await?;
+        tx.commit().await.map_err(|e| internal(&e))?;
+        self.cache.invalidate(id);
+        self.outbox.wake();
+        tracing::info!(product.id = %id, "product deleted");
+        Ok(serde_json::json!({}))
+    }
+
+    /// A product from the cache, or loaded and cached.
+    pub async fn product(&self, id: ProductId) -> Result<ProductView, ReplyError> {
+        let ticket = match self.cache.get(id) {
+            Ok(product) => return Ok(product),
+            Err(ticket) => ticket,
+        };
+        let product = store::product(&self.pool, id).await?.ok_or_else(not_found)?;
+        self.cache.fill(ticket, &product);
+        Ok(product)
+    }
+
+    async fn search(&self, request: SearchProducts) -> Result<ProductPage, ReplyError> {
+        let search = Search::parse(request)?;
+        let page = search::search(&self.pool, &search).await?;
+        Ok(ProductPage { items: page.items, next_cursor: page.next.map(|cursor| cursor.encode()) })
+    }
+
+    async fn create_category(&self, command: &CommandEnvelope<CreateCategory>) -> Result<CategoryView, ReplyError> {
+        let principal = signed_in(command.principal)?;
+        if principal.role != Role::Admin {
+            return Err(ReplyError::new(ErrorKind::Forbidden, "only admins manage categories"));
+        }
+        let name = domain::category_name(&command.data.name)?;
+        let parent = match command.data.parent_id {
+            None => None,
+            Some(parent) => {
+                let path = store::category_path(&self.pool, parent)
+                    .await?
+                    .ok_or_else(|| ReplyError::invalid("parent_id", "no such category"))?;
+                if path.len() >= MAX_CATEGORY_DEPTH {
+                    return Err(ReplyError::invalid(
+                        "parent_id",
+                        format!("categories nest at most {MAX_CATEGORY_DEPTH} deep"),
+                    ));
+                }
+                Some((parent, path))
+            }
+        };
+        let id = CategoryId::new_v7();
+        store::create_category(&self.pool, id, &name, parent.as_ref().map(|(p, path)| (*p, path.as_slice()))).await?;
+        tracing::info!(category.id = %id, "category created");
+        store::categories(&self.pool)
+            .await?
+            .into_iter()
+            .find(|category| category.id == id)
+            .ok_or_else(|| internal(&"a created category was not found"))
+    }
+}

@@ -1,0 +1,153 @@
+//! The catalog service: products, categories and search.
+//!
+//! It answers `cmd.catalog.*` over NATS request/reply (queue group
+//! `catalog`), publishes `catalog.product_*` through its outbox, and keeps
+//! each product's stock as inventory last reported it (a read model fed by
+//! `inventory.stock_changed`). Product details are cached in process.
+//!
+//! # Layout
+//! - [`domain`]: the rules (names, prices, who may change what, searches and
+//!   their cursors), pure and tested given/when/then.
+//! - [`store`]: the tables (sqlx); a change and its event in one transaction.
+//! - [`search`]: the one query behind search and browse.
+//! - [`cache`]: product details in memory, invalidated before a write replies.
+//! - [`projection`]: stock levels from inventory; cache invalidation across instances.
+//! - [`handlers`]: each command's answer.
+//! - [`seed`]: sample products for development and benchmarks.
+
+pub mod cache;
+pub mod domain;
+pub mod handlers;
+pub mod projection;
+pub mod search;
+pub mod seed;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use emporium_nats::{
+    Leases, LoopConfig, OutboxRelay, OutboxSignal, Publisher, RelayConfig, ServeConfig, SharedClock, Subscription,
+    SystemClock,
+};
+use emporium_platform::settings::{SettingsError, typed};
+use emporium_schemas::MessageId;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::ProductCache;
+use crate::handlers::Catalog;
+use crate::projection::StockProjection;
+
+/// The queue group every catalog instance answers in.
+pub const QUEUE_GROUP: &str = "catalog";
+/// The service's name: its database is `emporium_catalog`.
+pub const SERVICE: &str = "catalog";
+
+/// Stock levels from inventory: the only events the catalog consumes.
+const STOCK: &Subscription = &Subscription { service: SERVICE, context: "inventory" };
+
+/// The events the catalog consumes (a durable consumer per partition each).
+pub fn subscriptions() -> Vec<Subscription> {
+    vec![STOCK.clone()]
+}
+
+/// The catalog's own settings (`CATALOG_*`; `.env.example` lists them).
+#[derive(Debug, Clone)]
+pub struct CatalogSettings {
+    /// Requests one instance answers at once before shedding.
+    pub max_in_flight: usize,
+    /// Product details kept in memory; 0 turns the cache off.
+    pub cache_capacity: usize,
+    /// How long a cached product may be served without a fresh read.
+    pub cache_ttl: Duration,
+}
+
+impl CatalogSettings {
+    pub fn from_source(source: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        Ok(Self {
+            max_in_flight: typed(&source, "CATALOG_MAX_IN_FLIGHT", "512")?,
+            cache_capacity: typed(&source, "CATALOG_CACHE_CAPACITY", "50000")?,
+            cache_ttl: Duration::from_secs(typed(&source, "CATALOG_CACHE_TTL_SECS", "60")?),
+        })
+    }
+}
+
+/// Why the service could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("migrating the catalog database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the locks bucket: {0}")]
+    Locks(String),
+    #[error("subscribing: {0}")]
+    Subscribe(#[from] async_nats::SubscribeError),
+}
+
+/// What the service runs on; the host (or a test) opens these.
+#[derive(Debug, Clone)]
+pub struct Dependencies {
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub partitions: u16,
+}
+
+/// Migrates, then answers commands, relays its outbox and follows stock
+/// levels until `stop`; returns once in-flight work has finished.
+pub async fn run(settings: CatalogSettings, deps: Dependencies, stop: CancellationToken) -> Result<(), CatalogError> {
+    store::migrate(&deps.pool).await?;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let outbox = OutboxSignal::default();
+    let cache = Arc::new(ProductCache::new(settings.cache_capacity, settings.cache_ttl));
+    let jetstream = async_nats::jetstream::new(deps.nats.clone());
+    let locks = jetstream
+        .get_key_value(emporium_nats::topology::LOCKS.name)
+        .await
+        .map_err(|e| CatalogError::Locks(e.to_string()))?;
+    let holder = format!("{SERVICE}-{}", MessageId::new_v7());
+    let relay = OutboxRelay::new(
+        SERVICE,
+        deps.pool.clone(),
+        Publisher::new(jetstream.clone(), deps.partitions),
+        Leases::new(locks, holder, clock.clone()),
+        outbox.clone(),
+        RelayConfig::default(),
+    );
+    let relay = tokio::spawn(relay.run(stop.child_token()));
+    let listener =
+        tokio::spawn(projection::invalidate_on_changes(deps.nats.clone(), cache.clone(), stop.child_token()));
+    let projection =
+        Arc::new(StockProjection { pool: deps.pool.clone(), cache: cache.clone(), nats: deps.nats.clone() });
+    let stock = tokio::spawn(emporium_nats::consume_subscription(
+        jetstream.clone(),
+        STOCK,
+        deps.partitions,
+        projection,
+        LoopConfig::default(),
+        stop.child_token(),
+    ));
+    tracing::info!("catalog ready");
+
+    let catalog = Catalog { pool: deps.pool.clone(), cache, outbox, clock };
+    let serve_config = ServeConfig { max_in_flight: settings.max_in_flight, ..ServeConfig::default() };
+    let served = emporium_nats::rpc::serve(
+        deps.nats.clone(),
+        QUEUE_GROUP,
+        handlers::routes(catalog),
+        serve_config,
+        stop.clone(),
+    )
+    .await;
+    stop.cancel();
+    for (task, name) in [(relay, "outbox relay"), (stock, "stock projection")] {
+        if let Err(error) = task.await {
+            tracing::error!(%error, task = name, "task failed");
+        }
+    }
+    match listener.await {
+        Ok(Err(error)) => tracing::error!(%error, "cache invalidation stopped"),
+        Err(error) => tracing::error!(%error, "cache invalidation failed"),
+        Ok(Ok(())) => {}
+    }
+    Ok(served?)
+}

@@ -1,0 +1,74 @@
+//! What the catalog learns from others and tells its peers: inventory's
+//! stock levels become the products' read-model columns, and every instance
+//! drops cached products that changed.
+
+use std::sync::Arc;
+
+use emporium_nats::{Delivery, Handled, Handler, HandlerError};
+use emporium_schemas::Envelope;
+use emporium_schemas::events::inventory::StockChanged;
+use emporium_schemas::values::ProductId;
+use futures::StreamExt;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::cache::ProductCache;
+use crate::store;
+
+/// Core NATS subject on which an instance tells the others that it changed
+/// a product's read model (`<prefix>.<product id>`). Product changes of its
+/// own need no notice: their events say so.
+pub const READ_MODEL_CHANGED: &str = "catalog.read_model_changed";
+
+/// Applies `inventory.stock_changed` to the product; the newest `seq` wins,
+/// so duplicates, replays and stale events change nothing.
+#[derive(Debug)]
+pub struct StockProjection {
+    pub pool: PgPool,
+    pub cache: Arc<ProductCache>,
+    pub nats: async_nats::Client,
+}
+
+impl Handler for StockProjection {
+    type Event = StockChanged;
+
+    async fn handle(&self, event: Envelope<StockChanged>, _delivery: &Delivery) -> Result<Handled, HandlerError> {
+        let product = event.data.product_id;
+        let applied = store::apply_stock(&self.pool, product, event.data.level, event.seq.get())
+            .await
+            .map_err(|e| HandlerError::Retry(e.to_string()))?;
+        if !applied {
+            return Ok(Handled::Skipped);
+        }
+        self.cache.invalidate(product);
+        // Best effort: a peer that misses it serves the old level until its cache entry expires.
+        if let Err(error) = self.nats.publish(format!("{READ_MODEL_CHANGED}.{product}"), Default::default()).await {
+            tracing::debug!(%error, "peers not told of a stock change");
+        }
+        Ok(Handled::Applied)
+    }
+}
+
+/// Drops cached products as their changes are announced: the catalog's own
+/// events (published after their commit) and peers' read-model notices.
+pub async fn invalidate_on_changes(
+    nats: async_nats::Client,
+    cache: Arc<ProductCache>,
+    stop: CancellationToken,
+) -> Result<(), async_nats::SubscribeError> {
+    let events = nats.subscribe("evt.catalog.>").await?;
+    let notices = nats.subscribe(format!("{READ_MODEL_CHANGED}.*")).await?;
+    let mut changes = futures::stream::select(events, notices);
+    loop {
+        let message = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            message = changes.next() => message,
+        };
+        let Some(message) = message else { return Ok(()) };
+        // The product id is the subject's last token in both cases.
+        if let Some(id) = message.subject.rsplit('.').next().and_then(|token| Uuid::try_parse(token).ok()) {
+            cache.invalidate(ProductId::from_uuid(id));
+        }
+    }
+}

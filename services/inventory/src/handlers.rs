@@ -1,0 +1,83 @@
+//! The answers to `cmd.inventory.*`: setting and reading a product's stock.
+
+use std::sync::Arc;
+
+use emporium_nats::{OutgoingEvent, Routes};
+use emporium_schemas::commands::inventory::{GetStock, ProductStock, SetStock};
+use emporium_schemas::events::inventory::{StockChangeReason, StockChanged};
+use emporium_schemas::{CommandEnvelope, EntityKey, Envelope, ErrorKind, ReplyError, Seq};
+
+use crate::domain::{self, SetStockError};
+use crate::saga::Inventory;
+use crate::store::{self, Cause, Delta, MovementReason};
+
+/// Every inventory command, bound to its answer.
+pub fn routes(inventory: Arc<Inventory>) -> Routes<Inventory> {
+    Routes::from_arc(inventory).on(|s, c: CommandEnvelope<SetStock>| async move { s.set_stock(&c).await }).on(
+        |s: Arc<Inventory>, c: CommandEnvelope<GetStock>| async move {
+            let product_id = c.data.product_id;
+            match store::stock(&s.pool, product_id).await {
+                Ok(Some(stock)) => Ok(ProductStock { product_id, stock }),
+                Ok(None) => Err(ReplyError::new(ErrorKind::NotFound, "no such product")),
+                Err(error) => Err(internal(&error)),
+            }
+        },
+    )
+}
+
+fn internal(error: &dyn std::fmt::Display) -> ReplyError {
+    tracing::error!(%error, "inventory command failed");
+    ReplyError::new(ErrorKind::Internal, "the request could not be completed")
+}
+
+impl Inventory {
+    async fn set_stock(&self, command: &CommandEnvelope<SetStock>) -> Result<ProductStock, ReplyError> {
+        let principal =
+            command.principal.ok_or_else(|| ReplyError::new(ErrorKind::Unauthenticated, "sign in first"))?;
+        let product = command.data.product_id;
+        let mut tx = self.pool.begin().await.map_err(|e| internal(&e))?;
+        let rows = store::lock_stock(&mut tx, &[product]).await.map_err(|e| internal(&e))?;
+        let Some(row) = rows.get(&product) else {
+            // The catalog has the product but its creation has not reached
+            // inventory yet (milliseconds, normally): worth retrying.
+            return Err(
+                ReplyError::new(ErrorKind::Overloaded, "inventory has not learned of this product yet").retry_after(1)
+            );
+        };
+        if row.stock.delisted {
+            return Err(ReplyError::new(ErrorKind::NotFound, "no such product"));
+        }
+        let wanted =
+            domain::set_on_hand(&principal, row.seller, row.stock, command.data.on_hand).map_err(|e| match e {
+                SetStockError::NotOwner => ReplyError::new(ErrorKind::Forbidden, e.to_string()),
+                SetStockError::BelowReserved { .. } => ReplyError::new(ErrorKind::Conflict, e.to_string()),
+                SetStockError::TooMuch { .. } => ReplyError::invalid("quantity", e.to_string()),
+            })?;
+        if wanted == row.stock {
+            return Ok(ProductStock { product_id: product, stock: wanted.level() });
+        }
+        let delta = i64::from(wanted.on_hand) - i64::from(row.stock.on_hand);
+        let delta = Delta { product, on_hand: i32::try_from(delta).unwrap_or(0), reserved: 0 };
+        let cause =
+            Cause { reason: MovementReason::Set, actor: Some(principal.user_id), order: None, at: self.clock.now() };
+        let changed = store::apply(&mut tx, &[delta], cause).await.map_err(|e| internal(&e))?;
+        let Some((_, level, version)) = changed.first().copied() else {
+            return Err(internal(&"the stock row vanished under its lock"));
+        };
+        let seq = u64::try_from(version).ok().and_then(|v| Seq::try_from(v).ok()).unwrap_or(Seq::FIRST);
+        let data = StockChanged { product_id: product, level, reason: StockChangeReason::Set };
+        let event = Envelope::new(
+            EntityKey::from(*product.as_uuid()),
+            seq,
+            command.correlation_id,
+            *command.id.as_uuid(),
+            data,
+        );
+        let event = OutgoingEvent::encode(&event).map_err(|e| internal(&e))?;
+        emporium_nats::outbox::append(&mut tx, &[event]).await.map_err(|e| internal(&e))?;
+        tx.commit().await.map_err(|e| internal(&e))?;
+        self.outbox.wake();
+        tracing::info!(product.id = %product, on_hand = level.on_hand, "stock set");
+        Ok(ProductStock { product_id: product, stock: level })
+    }
+}

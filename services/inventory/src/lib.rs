@@ -1,0 +1,166 @@
+//! The inventory service: stock per product, the checkout saga's
+//! reservations, and every movement.
+//!
+//! It learns products and their owners from `catalog.product_*`, reserves
+//! an order's lines on `order.placed` (all or nothing), releases them on
+//! `order.cancelled` (or, as a backstop, when an order is never confirmed),
+//! and deducts them on `shipping.shipped`. Owners set on-hand stock through
+//! `cmd.inventory.set_stock` (queue group `inventory`). Every change is
+//! published as `inventory.*` through the outbox.
+//!
+//! # Layout
+//! - [`domain`]: the rules (reserve all or nothing, set stock, what each saga
+//!   step means in each state, the backstop), pure and tested given/when/then.
+//! - [`store`]: the tables (sqlx), rows locked in product-id order.
+//! - [`saga`]: the event handlers and the backstop.
+//! - [`handlers`]: each command's answer.
+
+pub mod domain;
+pub mod handlers;
+pub mod saga;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use emporium_nats::{
+    Handler, Leases, LoopConfig, OutboxRelay, OutboxSignal, Publisher, RelayConfig, ServeConfig, SharedClock,
+    Subscription, SystemClock, consume_subscription,
+};
+use emporium_platform::settings::{SettingsError, typed};
+use emporium_schemas::MessageId;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::saga::{CatalogEvents, Inventory, OrderEvents, ShippingEvents};
+
+/// The queue group every inventory instance answers in.
+pub const QUEUE_GROUP: &str = "inventory";
+/// The service's name: its database is `emporium_inventory`.
+pub const SERVICE: &str = "inventory";
+
+const CATALOG: &Subscription = &Subscription { service: SERVICE, context: "catalog" };
+const ORDER: &Subscription = &Subscription { service: SERVICE, context: "order" };
+const SHIPPING: &Subscription = &Subscription { service: SERVICE, context: "shipping" };
+
+/// The events inventory consumes (a durable consumer per partition each).
+pub fn subscriptions() -> Vec<Subscription> {
+    vec![CATALOG.clone(), ORDER.clone(), SHIPPING.clone()]
+}
+
+/// Inventory's own settings (`INVENTORY_*`; `.env.example` lists them).
+#[derive(Debug, Clone)]
+pub struct InventorySettings {
+    /// Requests one instance answers at once before shedding.
+    pub max_in_flight: usize,
+    /// The backstop releases no hold sooner than this after its order was placed.
+    pub backstop_floor: Duration,
+    /// How often the backstop looks for expired holds.
+    pub backstop_every: Duration,
+}
+
+impl InventorySettings {
+    pub fn from_source(source: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        Ok(Self {
+            max_in_flight: typed(&source, "INVENTORY_MAX_IN_FLIGHT", "512")?,
+            backstop_floor: Duration::from_secs(typed(&source, "INVENTORY_BACKSTOP_FLOOR_SECS", "600")?),
+            backstop_every: Duration::from_secs(typed(&source, "INVENTORY_BACKSTOP_EVERY_SECS", "30")?),
+        })
+    }
+}
+
+/// Why the service could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("migrating the inventory database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the locks bucket: {0}")]
+    Locks(String),
+    #[error("subscribing: {0}")]
+    Subscribe(#[from] async_nats::SubscribeError),
+}
+
+/// What the service runs on; the host (or a test) opens these.
+#[derive(Debug, Clone)]
+pub struct Dependencies {
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub partitions: u16,
+}
+
+/// Migrates, then consumes catalog, order and shipping events, answers
+/// commands, runs the backstop and relays its outbox until `stop`.
+pub async fn run(
+    settings: InventorySettings,
+    deps: Dependencies,
+    stop: CancellationToken,
+) -> Result<(), InventoryError> {
+    store::migrate(&deps.pool).await?;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let outbox = OutboxSignal::default();
+    let jetstream = async_nats::jetstream::new(deps.nats.clone());
+    let locks = jetstream
+        .get_key_value(emporium_nats::topology::LOCKS.name)
+        .await
+        .map_err(|e| InventoryError::Locks(e.to_string()))?;
+    let leases = Leases::new(locks, format!("{SERVICE}-{}", MessageId::new_v7()), clock.clone());
+    let inventory = Arc::new(Inventory {
+        pool: deps.pool.clone(),
+        outbox: outbox.clone(),
+        clock: clock.clone(),
+        backstop_floor: settings.backstop_floor,
+    });
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let relay = OutboxRelay::new(
+        SERVICE,
+        deps.pool.clone(),
+        Publisher::new(jetstream.clone(), deps.partitions),
+        leases.clone(),
+        outbox,
+        RelayConfig::default(),
+    );
+    tasks.spawn(relay.run(stop.child_token()));
+    let consume = |subscription| (jetstream.clone(), subscription, deps.partitions, stop.child_token());
+    tasks.spawn(consumer(consume(CATALOG), CatalogEvents(inventory.clone())));
+    tasks.spawn(consumer(consume(ORDER), OrderEvents(inventory.clone())));
+    tasks.spawn(consumer(consume(SHIPPING), ShippingEvents(inventory.clone())));
+    tasks.spawn({
+        let (inventory, stop, every) = (inventory.clone(), stop.child_token(), settings.backstop_every);
+        async move {
+            emporium_nats::lease::while_leading(&leases, "backstop.inventory", every, stop, || async {
+                if let Err(error) = inventory.release_expired().await {
+                    tracing::warn!(%error, "reservation backstop failed");
+                }
+            })
+            .await;
+        }
+    });
+    tracing::info!("inventory ready");
+
+    let serve_config = ServeConfig { max_in_flight: settings.max_in_flight, ..ServeConfig::default() };
+    let served = emporium_nats::rpc::serve(
+        deps.nats.clone(),
+        QUEUE_GROUP,
+        handlers::routes(inventory),
+        serve_config,
+        stop.clone(),
+    )
+    .await;
+    stop.cancel();
+    while let Some(finished) = tasks.join_next().await {
+        if let Err(error) = finished {
+            tracing::error!(%error, "an inventory task failed");
+        }
+    }
+    Ok(served?)
+}
+
+/// One subscription's consumer loops, as a task.
+async fn consumer<H: Handler>(
+    (jetstream, subscription, partitions, stop): (jetstream::Context, &'static Subscription, u16, CancellationToken),
+    handler: H,
+) {
+    consume_subscription(jetstream, subscription, partitions, Arc::new(handler), LoopConfig::default(), stop).await;
+}
