@@ -34,7 +34,7 @@ pub async fn seed(pool: &PgPool, products: usize) -> Result<(), sqlx::Error> {
                 'A ' || words.colours[1 + (n / 400) % 25] || ' piece that goes with any '
                     || words.nouns[1 + (n / 7) % 20] || '.',
                 (n * 7919) % 100000, 'EUR', cats.ids[1 + n % 50], ARRAY[cats.ids[1 + n % 50]],
-                1, CASE WHEN n % 4 = 0 THEN 10 ELSE 0 END, 0, CASE WHEN n % 4 = 0 THEN 10 ELSE 0 END,
+                1, CASE WHEN (n / 3) % 4 = 0 THEN 10 ELSE 0 END, 0, CASE WHEN (n / 3) % 4 = 0 THEN 10 ELSE 0 END,
                 (n % 50) / 10.0, n % 7, now(), now()
          FROM (SELECT id, n::int AS n FROM unnest($1::uuid[]) WITH ORDINALITY AS o(id, n)) AS u, words, cats, sellers",
     )

@@ -291,3 +291,35 @@ async fn an_acknowledged_update_is_never_followed_by_a_stale_read() {
         assert_eq!(read["price"]["amount"], amount, "stale read after an acknowledged update");
     }
 }
+
+#[tokio::test]
+async fn another_instance_drops_its_cached_copy_when_the_product_changes() {
+    let stack = Stack::with_catalog().await;
+    stack.start_another_catalog().await;
+    let seller = stack.access("seller").await;
+    let lamp = stack.product(&seller, "Lamp", 100).await;
+    let path = format!("/api/v1/products/{}", lamp["id"].as_str().unwrap());
+    let read = || async {
+        json_of(stack.request(Method::GET, &path).send().await.unwrap(), 200).await["price"]["amount"].clone()
+    };
+    for amount in [200, 300, 400] {
+        // Warm both instances' caches (the queue group spreads the reads).
+        for _ in 0..20 {
+            read().await;
+        }
+        let body = json!({ "price": { "amount": amount, "currency": "EUR" } });
+        json_of(stack.send_as(&seller, Method::PATCH, &path, &body).await, 200).await;
+        // The instance that wrote answers the new price at once; the other
+        // follows the product_updated event, well within its cache's 60 s.
+        let fresh = emporium_test_harness::eventually(Duration::from_secs(5), || async {
+            for _ in 0..20 {
+                if read().await != amount {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+        assert!(fresh, "an instance kept serving the old price");
+    }
+}

@@ -167,6 +167,20 @@ impl Stack {
         assert!(up, "catalog or inventory never answered");
     }
 
+    /// Starts a second catalog instance on the same database: the two share
+    /// the queue group, so reads land on either.
+    pub async fn start_another_catalog(&self) {
+        let deps = emporium_catalog::Dependencies {
+            pool: self.catalog_db.as_ref().expect("start_catalog first").pool().clone(),
+            nats: self.nats.client().clone(),
+            partitions: 1,
+        };
+        let settings = emporium_catalog::CatalogSettings::from_source(|_| None).unwrap();
+        tokio::spawn(emporium_catalog::run(settings, deps, self.catalog_stop.clone()));
+        // Its subscriptions are in place once it answers; give it a moment to be among the answerers.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
     /// Stops identity and starts it again signing with `pem` (a key rotation).
     pub async fn restart_identity_with_key(&mut self, pem: String) {
         self.identity_stop.cancel();
