@@ -150,6 +150,29 @@ pub struct OutboxRelay {
 }
 
 impl OutboxRelay {
+    /// What every service with an outbox starts with: its leases, held as
+    /// `<service>-<unique id>` in the `locks` bucket, and its relay, running
+    /// until `stop`. The leases serve the service's other leaders (sweepers).
+    pub async fn start(
+        service: &str,
+        pool: PgPool,
+        jetstream: async_nats::jetstream::Context,
+        partitions: u16,
+        clock: crate::SharedClock,
+        signal: OutboxSignal,
+        stop: CancellationToken,
+    ) -> Result<(Leases, tokio::task::JoinHandle<()>), crate::LeaseError> {
+        let locks = crate::topology::LOCKS.name;
+        let bucket = jetstream
+            .get_key_value(locks)
+            .await
+            .map_err(|e| crate::LeaseError::Unavailable { name: locks.to_owned(), message: e.to_string() })?;
+        let leases = Leases::new(bucket, format!("{service}-{}", MessageId::new_v7()), clock);
+        let publisher = Publisher::new(jetstream, partitions);
+        let relay = Self::new(service, pool, publisher, leases.clone(), signal, RelayConfig::default());
+        Ok((leases, tokio::spawn(relay.run(stop))))
+    }
+
     pub fn new(
         service: impl Into<String>,
         pool: PgPool,

@@ -26,12 +26,8 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use emporium_nats::{
-    Leases, LoopConfig, OutboxRelay, OutboxSignal, Publisher, RelayConfig, ServeConfig, SharedClock, Subscription,
-    SystemClock,
-};
+use emporium_nats::{LoopConfig, OutboxRelay, OutboxSignal, ServeConfig, SharedClock, Subscription, SystemClock};
 use emporium_platform::settings::{SettingsError, typed};
-use emporium_schemas::MessageId;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -78,8 +74,8 @@ impl CatalogSettings {
 pub enum CatalogError {
     #[error("migrating the catalog database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("the locks bucket: {0}")]
-    Locks(String),
+    #[error(transparent)]
+    Locks(#[from] emporium_nats::LeaseError),
     #[error("subscribing: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
 }
@@ -100,20 +96,16 @@ pub async fn run(settings: CatalogSettings, deps: Dependencies, stop: Cancellati
     let outbox = OutboxSignal::default();
     let cache = Arc::new(ProductCache::new(settings.cache_capacity, settings.cache_ttl));
     let jetstream = async_nats::jetstream::new(deps.nats.clone());
-    let locks = jetstream
-        .get_key_value(emporium_nats::topology::LOCKS.name)
-        .await
-        .map_err(|e| CatalogError::Locks(e.to_string()))?;
-    let holder = format!("{SERVICE}-{}", MessageId::new_v7());
-    let relay = OutboxRelay::new(
+    let (_, relay) = OutboxRelay::start(
         SERVICE,
         deps.pool.clone(),
-        Publisher::new(jetstream.clone(), deps.partitions),
-        Leases::new(locks, holder, clock.clone()),
+        jetstream.clone(),
+        deps.partitions,
+        clock.clone(),
         outbox.clone(),
-        RelayConfig::default(),
-    );
-    let relay = tokio::spawn(relay.run(stop.child_token()));
+        stop.child_token(),
+    )
+    .await?;
     let listener =
         tokio::spawn(projection::invalidate_on_changes(deps.nats.clone(), cache.clone(), stop.child_token()));
     let projection =

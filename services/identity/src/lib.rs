@@ -27,11 +27,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use emporium_nats::{Leases, OutboxRelay, OutboxSignal, Publisher, RelayConfig, ServeConfig, SharedClock, SystemClock};
+use emporium_nats::{OutboxRelay, OutboxSignal, ServeConfig, SharedClock, SystemClock};
 use emporium_platform::settings::{Environment, SettingsError, typed};
+use emporium_schemas::CommandEnvelope;
 use emporium_schemas::commands::identity::Register;
 use emporium_schemas::values::{Role, Secret};
-use emporium_schemas::{CommandEnvelope, MessageId};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -145,8 +145,8 @@ pub enum IdentityError {
     Hash(#[from] password::HashError),
     #[error("the bootstrap admin: {0}")]
     Admin(String),
-    #[error("the locks bucket: {0}")]
-    Locks(String),
+    #[error(transparent)]
+    Locks(#[from] emporium_nats::LeaseError),
     #[error("subscribing: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
 }
@@ -184,20 +184,9 @@ pub async fn run(settings: IdentitySettings, deps: Dependencies, stop: Cancellat
     tracing::info!(kid = identity.key.kid(), argon2 = %settings.argon2, "identity ready");
 
     let jetstream = async_nats::jetstream::new(deps.nats.clone());
-    let locks = jetstream
-        .get_key_value(emporium_nats::topology::LOCKS.name)
-        .await
-        .map_err(|e| IdentityError::Locks(e.to_string()))?;
-    let holder = format!("{SERVICE}-{}", MessageId::new_v7());
-    let relay = OutboxRelay::new(
-        SERVICE,
-        deps.pool.clone(),
-        Publisher::new(jetstream, deps.partitions),
-        Leases::new(locks, holder, clock),
-        outbox,
-        RelayConfig::default(),
-    );
-    let relay = tokio::spawn(relay.run(stop.child_token()));
+    let (_, relay) =
+        OutboxRelay::start(SERVICE, deps.pool.clone(), jetstream, deps.partitions, clock, outbox, stop.child_token())
+            .await?;
     let pruner = tokio::spawn(prune_refresh_tokens(deps.pool.clone(), stop.child_token()));
     let serve_config = ServeConfig { max_in_flight: settings.max_in_flight, ..ServeConfig::default() };
     let served = emporium_nats::rpc::serve(

@@ -25,11 +25,10 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use emporium_nats::{
-    Handler, Leases, LoopConfig, OutboxRelay, OutboxSignal, Publisher, RelayConfig, ServeConfig, SharedClock,
-    Subscription, SystemClock, consume_subscription,
+    Handler, LoopConfig, OutboxRelay, OutboxSignal, ServeConfig, SharedClock, Subscription, SystemClock,
+    consume_subscription,
 };
 use emporium_platform::settings::{SettingsError, typed};
-use emporium_schemas::MessageId;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -75,8 +74,8 @@ impl InventorySettings {
 pub enum InventoryError {
     #[error("migrating the inventory database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("the locks bucket: {0}")]
-    Locks(String),
+    #[error(transparent)]
+    Locks(#[from] emporium_nats::LeaseError),
     #[error("subscribing: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
 }
@@ -100,11 +99,16 @@ pub async fn run(
     let clock: SharedClock = Arc::new(SystemClock);
     let outbox = OutboxSignal::default();
     let jetstream = async_nats::jetstream::new(deps.nats.clone());
-    let locks = jetstream
-        .get_key_value(emporium_nats::topology::LOCKS.name)
-        .await
-        .map_err(|e| InventoryError::Locks(e.to_string()))?;
-    let leases = Leases::new(locks, format!("{SERVICE}-{}", MessageId::new_v7()), clock.clone());
+    let (leases, relay) = OutboxRelay::start(
+        SERVICE,
+        deps.pool.clone(),
+        jetstream.clone(),
+        deps.partitions,
+        clock.clone(),
+        outbox.clone(),
+        stop.child_token(),
+    )
+    .await?;
     let inventory = Arc::new(Inventory {
         pool: deps.pool.clone(),
         outbox: outbox.clone(),
@@ -113,15 +117,11 @@ pub async fn run(
     });
 
     let mut tasks = tokio::task::JoinSet::new();
-    let relay = OutboxRelay::new(
-        SERVICE,
-        deps.pool.clone(),
-        Publisher::new(jetstream.clone(), deps.partitions),
-        leases.clone(),
-        outbox,
-        RelayConfig::default(),
-    );
-    tasks.spawn(relay.run(stop.child_token()));
+    tasks.spawn(async move {
+        if let Err(error) = relay.await {
+            tracing::error!(%error, "the outbox relay failed");
+        }
+    });
     let consume = |subscription| (jetstream.clone(), subscription, deps.partitions, stop.child_token());
     tasks.spawn(consumer(consume(CATALOG), CatalogEvents(inventory.clone())));
     tasks.spawn(consumer(consume(ORDER), OrderEvents(inventory.clone())));
