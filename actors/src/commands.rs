@@ -43,14 +43,16 @@ fn invalid(message: String) -> ReplyError {
 }
 
 /// Serves `R`'s command on the given partitions until `stop`, through the
-/// one request-answering loop (`emporium_nats::rpc`); the host bounds how
-/// many commands reach entities at once.
+/// one request-answering loop (`emporium_nats::rpc`): `config` bounds the
+/// requests answered at once (set it to the host's in-flight bound; beyond
+/// it requests are answered `overloaded` at once).
 pub async fn serve<E: Entity, R: CommandRoute<E>>(
     client: async_nats::Client,
     host: EntityHost<E>,
     route: Arc<R>,
     partitions: Vec<Partition>,
     partition_count: u16,
+    config: ServeConfig,
     stop: CancellationToken,
 ) -> Result<(), async_nats::SubscribeError> {
     let mut subscriptions = Vec::with_capacity(partitions.len());
@@ -63,7 +65,7 @@ pub async fn serve<E: Entity, R: CommandRoute<E>>(
             encode_reply(&handle(&host, route.as_ref(), &subject, &payload, partition_count).await)
         }))
     };
-    answer_requests(client, subscriptions, ServeConfig::default(), stop, respond).await;
+    answer_requests(client, subscriptions, config, stop, respond).await;
     Ok(())
 }
 

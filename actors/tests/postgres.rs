@@ -305,6 +305,7 @@ async fn partition_addressed_commands_land_on_their_entity_and_only_on_their_par
         Arc::new(AddToTicket),
         Partition::all(partitions).collect(),
         partitions,
+        emporium_nats::ServeConfig::default(),
         stop.clone(),
     ));
     let id = Uuid::now_v7();
@@ -392,7 +393,7 @@ async fn event_handlers_route_events_to_the_entities_and_a_replay_changes_nothin
     let tickets: Vec<Uuid> = (0..50).map(|_| Uuid::now_v7()).collect();
     let mut events = Vec::new();
     for ticket in &tickets {
-        for seq in 1..=3 {
+        for seq in 1..=3_u64 {
             let mut event = Ticket::outgoing(
                 &Ticket::key(ticket),
                 Seq::try_from(seq).unwrap(),

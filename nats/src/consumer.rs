@@ -573,7 +573,7 @@ pub async fn consume_subscription<H: Handler>(
     }
     while let Some(finished) = loops.join_next().await {
         if let Err(error) = finished {
-            tracing::error!(%error, durable = subscription.service, "a consumer loop panicked");
+            tracing::error!(%error, service = subscription.service, context = subscription.context, "a consumer loop panicked");
         }
     }
 }

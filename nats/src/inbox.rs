@@ -15,16 +15,3 @@ pub async fn record(tx: &mut PgConnection, consumer: &str, event: MessageId) -> 
         .await?;
     Ok(inserted.rows_affected() == 1)
 }
-
-/// Whether `consumer` has applied `event` (outside a transaction, for a quick skip).
-pub async fn contains(
-    executor: impl sqlx::PgExecutor<'_>,
-    consumer: &str,
-    event: MessageId,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM inbox WHERE consumer = $1 AND event_id = $2)")
-        .bind(consumer)
-        .bind(event.as_uuid())
-        .fetch_one(executor)
-        .await
-}

@@ -151,17 +151,16 @@ pub struct OutboxRelay {
 
 impl OutboxRelay {
     /// What every service with an outbox starts with: its leases, held as
-    /// `<service>-<unique id>` in the `locks` bucket, and its relay, running
-    /// until `stop`. The leases serve the service's other leaders (sweepers).
-    pub async fn start(
+    /// `<service>-<unique id>` in the `locks` bucket, and its relay, to run.
+    /// The leases serve the service's other leaders (sweepers).
+    pub async fn for_service(
         service: &str,
         pool: PgPool,
         jetstream: async_nats::jetstream::Context,
         partitions: u16,
         clock: crate::SharedClock,
         signal: OutboxSignal,
-        stop: CancellationToken,
-    ) -> Result<(Leases, tokio::task::JoinHandle<()>), crate::LeaseError> {
+    ) -> Result<(Leases, Self), crate::LeaseError> {
         let locks = crate::topology::LOCKS.name;
         let bucket = jetstream
             .get_key_value(locks)
@@ -170,7 +169,7 @@ impl OutboxRelay {
         let leases = Leases::new(bucket, format!("{service}-{}", MessageId::new_v7()), clock);
         let publisher = Publisher::new(jetstream, partitions);
         let relay = Self::new(service, pool, publisher, leases.clone(), signal, RelayConfig::default());
-        Ok((leases, tokio::spawn(relay.run(stop))))
+        Ok((leases, relay))
     }
 
     pub fn new(
@@ -376,8 +375,7 @@ fn decode_rows(rows: &[sqlx::postgres::PgRow]) -> Result<(Vec<i64>, Vec<Outgoing
         let position: i64 = row.try_get("position")?;
         let corrupt = |reason: String| RelayError::Corrupt { position, reason };
         let key = EntityKey::try_from(row.try_get::<String, _>("key")?).map_err(|e| corrupt(e.to_string()))?;
-        let seq = Seq::try_from(u64::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(0))
-            .map_err(|e| corrupt(e.to_string()))?;
+        let seq = Seq::try_from(row.try_get::<i64, _>("seq")?).map_err(|e| corrupt(e.to_string()))?;
         let schema = u32::try_from(row.try_get::<i32, _>("schema")?).map_err(|e| corrupt(e.to_string()))?;
         let mut event = OutgoingEvent::from_parts(
             MessageId::from_uuid(row.try_get("id")?),

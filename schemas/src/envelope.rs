@@ -115,6 +115,14 @@ impl TryFrom<u64> for Seq {
     }
 }
 
+/// Versions are stored as Postgres `bigint`.
+impl TryFrom<i64> for Seq {
+    type Error = InvalidSeq;
+    fn try_from(seq: i64) -> Result<Self, InvalidSeq> {
+        u64::try_from(seq).map_err(|_| InvalidSeq).and_then(Seq::try_from)
+    }
+}
+
 impl From<Seq> for u64 {
     fn from(seq: Seq) -> u64 {
         seq.0
@@ -284,6 +292,11 @@ impl<C> CommandEnvelope<C> {
     /// absent for anonymous requests.
     pub fn new(key: Option<EntityKey>, principal: Option<Principal>, data: C) -> Self {
         Self { id: MessageId::new_v7(), key, correlation_id: Uuid::now_v7(), sent_at: Utc::now(), principal, data }
+    }
+
+    /// The caller, or the `unauthenticated` refusal for an anonymous command.
+    pub fn signed_in(&self) -> Result<Principal, ReplyError> {
+        self.principal.ok_or_else(|| ReplyError::new(ErrorKind::Unauthenticated, "sign in first"))
     }
 }
 

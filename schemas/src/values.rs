@@ -410,8 +410,11 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// A product's stock: what is on hand, what orders hold, and what is left to sell.
+/// A product's stock: what is on hand, what orders hold, and what is left to
+/// sell. `available` is always `on_hand - reserved`: a level that says
+/// otherwise is refused where it is read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(try_from = "StockLevelFields")]
 pub struct StockLevel {
     pub on_hand: u32,
     pub reserved: u32,
@@ -423,6 +426,26 @@ impl StockLevel {
     /// The level for `on_hand` and `reserved`; `None` if more is reserved than is on hand.
     pub fn new(on_hand: u32, reserved: u32) -> Option<Self> {
         on_hand.checked_sub(reserved).map(|available| Self { on_hand, reserved, available })
+    }
+}
+
+/// [`StockLevel`] as it is read, before its sum is checked.
+#[derive(Deserialize)]
+struct StockLevelFields {
+    on_hand: u32,
+    reserved: u32,
+    available: u32,
+}
+
+impl TryFrom<StockLevelFields> for StockLevel {
+    type Error = ValueError;
+    fn try_from(fields: StockLevelFields) -> Result<Self, ValueError> {
+        StockLevel::new(fields.on_hand, fields.reserved).filter(|level| level.available == fields.available).ok_or(
+            ValueError::Invalid {
+                what: "stock level (available must be on_hand - reserved)",
+                value: format!("{}/{}/{}", fields.on_hand, fields.reserved, fields.available),
+            },
+        )
     }
 }
 

@@ -28,7 +28,7 @@ CREATE TABLE products (
     -- Read model of inventory's stock (inventory.stock_changed), newest `seq` wins.
     on_hand       integer NOT NULL DEFAULT 0,
     reserved      integer NOT NULL DEFAULT 0,
-    available     integer NOT NULL DEFAULT 0,
+    available     integer GENERATED ALWAYS AS (on_hand - reserved) STORED,
     stock_seq     bigint NOT NULL DEFAULT 0,
     -- Read model of reviews: unrated products average 0 and sort last.
     rating_avg    double precision NOT NULL DEFAULT 0,

@@ -7,11 +7,11 @@
 //! bounds what a lost notification could cost.
 //!
 //! A read that misses loads from Postgres and then fills the entry, but only
-//! if nothing was invalidated since it started: otherwise a load that began
+//! if that product was not invalidated since it started: otherwise a load that began
 //! before a write could put the old row back after the write's invalidation.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use emporium_schemas::commands::catalog::ProductView;
@@ -19,7 +19,7 @@ use emporium_schemas::values::ProductId;
 
 #[derive(Debug)]
 pub struct ProductCache {
-    inner: Mutex<Inner>,
+    inner: RwLock<Inner>,
     capacity: usize,
     ttl: Duration,
 }
@@ -27,8 +27,14 @@ pub struct ProductCache {
 #[derive(Debug, Default)]
 struct Inner {
     entries: HashMap<ProductId, (ProductView, Instant)>,
-    /// Bumped by every invalidation; a fill must see the value its read started with.
+    /// Counts invalidations; a ticket remembers the count its read began at.
     epoch: u64,
+    /// The epoch of each product's last invalidation, so a write to one
+    /// product refuses only fills of that product. Bounded: when it grows
+    /// past the capacity it is cleared and `floor` moves up instead, which
+    /// refuses every fill that began before.
+    invalidated: HashMap<ProductId, u64>,
+    floor: u64,
 }
 
 /// Taken before loading a product; fills only if still current.
@@ -37,55 +43,64 @@ pub struct Ticket(u64);
 
 impl ProductCache {
     pub fn new(capacity: usize, ttl: Duration) -> Self {
-        Self { inner: Mutex::default(), capacity, ttl }
+        Self { inner: RwLock::default(), capacity, ttl }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding this lock leaves a map that is still a valid cache.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    // A panic while holding the lock leaves maps that are still a valid cache.
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The cached product, or a ticket to load and fill it with.
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The cached product, or a ticket to load and fill it with. Readers
+    /// share the lock; an expired entry is left for the next fill to replace.
     pub fn get(&self, id: ProductId) -> Result<ProductView, Ticket> {
-        let mut inner = self.lock();
+        let inner = self.read();
         match inner.entries.get(&id) {
             Some((product, stored)) if stored.elapsed() < self.ttl => Ok(product.clone()),
-            Some(_) => {
-                inner.entries.remove(&id);
-                Err(Ticket(inner.epoch))
-            }
-            None => Err(Ticket(inner.epoch)),
+            _ => Err(Ticket(inner.epoch)),
         }
     }
 
-    /// Stores a product loaded under `ticket`, unless anything was invalidated since.
+    /// Stores a product loaded under `ticket`, unless it was invalidated since.
     pub fn fill(&self, ticket: Ticket, product: &ProductView) {
         if self.capacity == 0 {
             return;
         }
-        let mut inner = self.lock();
-        if inner.epoch != ticket.0 {
+        let mut inner = self.write();
+        let invalidated_since = inner.invalidated.get(&product.id).is_some_and(|&at| at > ticket.0);
+        if ticket.0 < inner.floor || invalidated_since {
             return;
         }
         if inner.entries.len() >= self.capacity {
             // Full: drop the oldest eighth at once rather than one entry per fill.
             let mut ages: Vec<(Instant, ProductId)> = inner.entries.iter().map(|(id, (_, at))| (*at, *id)).collect();
-            ages.sort_unstable();
-            for (_, id) in ages.into_iter().take(self.capacity.div_ceil(8)) {
-                inner.entries.remove(&id);
+            let drop = self.capacity.div_ceil(8).min(ages.len());
+            ages.select_nth_unstable(drop - 1);
+            for (_, id) in &ages[..drop] {
+                inner.entries.remove(id);
             }
         }
         inner.entries.insert(product.id, (product.clone(), Instant::now()));
     }
 
     pub fn invalidate(&self, id: ProductId) {
-        let mut inner = self.lock();
+        let mut inner = self.write();
         inner.epoch += 1;
+        let epoch = inner.epoch;
         inner.entries.remove(&id);
+        if inner.invalidated.len() >= self.capacity.max(1) {
+            inner.invalidated.clear();
+            inner.floor = epoch;
+        }
+        inner.invalidated.insert(id, epoch);
     }
 
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.read().entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -135,6 +150,16 @@ mod tests {
         cache.invalidate(old.id); // …a write commits and invalidates…
         cache.fill(ticket, &old); // …and the read's late fill is refused.
         assert!(cache.get(old.id).is_err());
+    }
+
+    #[test]
+    fn given_a_write_to_another_product_when_a_load_fills_then_it_is_kept() {
+        let cache = ProductCache::new(10, Duration::from_secs(60));
+        let (lamp, rug) = (product("lamp"), product("rug"));
+        let ticket = cache.get(lamp.id).unwrap_err();
+        cache.invalidate(rug.id);
+        cache.fill(ticket, &lamp);
+        assert_eq!(cache.get(lamp.id).unwrap(), lamp);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use emporium_schemas::commands::catalog::{
 };
 use emporium_schemas::events::catalog::{ProductCreated, ProductDeleted, ProductUpdated};
 use emporium_schemas::values::{CategoryId, ProductId, Role, Text};
-use emporium_schemas::{CommandEnvelope, EntityKey, Envelope, ErrorKind, Event, Principal, ReplyError, Seq};
+use emporium_schemas::{CommandEnvelope, EntityKey, Envelope, ErrorKind, Event, ReplyError, Seq};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -41,10 +41,6 @@ pub fn routes(catalog: Catalog) -> Routes<Catalog> {
             store::categories(&s.pool).await.map_err(|e| internal(&e))
         })
         .on(|s, c: CommandEnvelope<CreateCategory>| async move { s.create_category(&c).await })
-}
-
-fn signed_in(principal: Option<Principal>) -> Result<Principal, ReplyError> {
-    principal.ok_or_else(|| ReplyError::new(ErrorKind::Unauthenticated, "sign in first"))
 }
 
 fn internal(error: &dyn std::fmt::Display) -> ReplyError {
@@ -80,7 +76,7 @@ fn product_event<D: Event>(
     version: i64,
     data: D,
 ) -> Result<OutgoingEvent, ReplyError> {
-    let seq = u64::try_from(version).ok().and_then(|v| Seq::try_from(v).ok()).unwrap_or(Seq::FIRST);
+    let seq = Seq::try_from(version).map_err(|e| internal(&e))?;
     let event = Envelope::new(EntityKey::from(*id.as_uuid()), seq, command.correlation_id, *command.id.as_uuid(), data);
     OutgoingEvent::encode(&event).map_err(|e| internal(&e))
 }
@@ -98,7 +94,7 @@ impl Catalog {
     }
 
     async fn create_product(&self, command: &CommandEnvelope<CreateProduct>) -> Result<ProductView, ReplyError> {
-        let principal = signed_in(command.principal)?;
+        let principal = command.signed_in()?;
         if !domain::may_sell(principal.role) {
             return Err(ReplyError::new(ErrorKind::Forbidden, "only sellers and admins put products on sale"));
         }
@@ -130,7 +126,7 @@ impl Catalog {
     }
 
     async fn update_product(&self, command: &CommandEnvelope<UpdateProduct>) -> Result<ProductView, ReplyError> {
-        let principal = signed_in(command.principal)?;
+        let principal = command.signed_in()?;
         let request = &command.data;
         let id = request.product_id.ok_or_else(|| ReplyError::invalid("product_id", "is required"))?;
         if let Some(price) = &request.price {
@@ -144,7 +140,8 @@ impl Catalog {
         };
 
         let mut tx = self.pool.begin().await.map_err(|e| internal(&e))?;
-        let (current, version) = store::lock_product(&mut tx, id).await?.ok_or_else(not_found)?;
+        let locked = store::lock_product(&mut tx, id).await?.ok_or_else(not_found)?;
+        let (current, version) = (locked.product, locked.version);
         if !domain::may_edit(&principal, current.seller_id) {
             return Err(ReplyError::new(ErrorKind::Forbidden, "only the product's seller or an admin may change it"));
         }
@@ -154,12 +151,8 @@ impl Catalog {
             price: request.price.clone().unwrap_or(current.price),
             category_id: request.category_id.unwrap_or(current.category_id),
         };
-        // A product keeps its category's path unless the category changes.
-        let path = match (new_path, fields.category_id) {
-            (Some(path), _) => path,
-            (None, None) => Vec::new(),
-            (None, Some(category)) => store::category_path(&mut *tx, category).await?.unwrap_or_default(),
-        };
+        // Categories never move, so an unchanged category keeps its path.
+        let path = new_path.unwrap_or(locked.category_path);
         let version = version + 1;
         let updated = ProductUpdated {
             product_id: id,
@@ -176,11 +169,12 @@ impl Catalog {
         Ok(product)
     }
 
-    async fn delete_product(&self, command: &CommandEnvelope<DeleteProduct>) -> Result<serde_json::Value, ReplyError> {
-        let principal = signed_in(command.principal)?;
+    async fn delete_product(&self, command: &CommandEnvelope<DeleteProduct>) -> Result<(), ReplyError> {
+        let principal = command.signed_in()?;
         let id = command.data.product_id;
         let mut tx = self.pool.begin().await.map_err(|e| internal(&e))?;
-        let (current, version) = store::lock_product(&mut tx, id).await?.ok_or_else(not_found)?;
+        let locked = store::lock_product(&mut tx, id).await?.ok_or_else(not_found)?;
+        let (current, version) = (locked.product, locked.version);
         if !domain::may_edit(&principal, current.seller_id) {
             return Err(ReplyError::new(ErrorKind::Forbidden, "only the product's seller or an admin may delete it"));
         }
@@ -192,7 +186,7 @@ impl Catalog {
         self.cache.invalidate(id);
         self.outbox.wake();
         tracing::info!(product.id = %id, "product deleted");
-        Ok(serde_json::json!({}))
+        Ok(())
     }
 
     /// A product from the cache, or loaded and cached.
@@ -213,7 +207,7 @@ impl Catalog {
     }
 
     async fn create_category(&self, command: &CommandEnvelope<CreateCategory>) -> Result<CategoryView, ReplyError> {
-        let principal = signed_in(command.principal)?;
+        let principal = command.signed_in()?;
         if principal.role != Role::Admin {
             return Err(ReplyError::new(ErrorKind::Forbidden, "only admins manage categories"));
         }
@@ -234,12 +228,10 @@ impl Catalog {
             }
         };
         let id = CategoryId::new_v7();
-        store::create_category(&self.pool, id, &name, parent.as_ref().map(|(p, path)| (*p, path.as_slice()))).await?;
+        let category =
+            store::create_category(&self.pool, id, &name, parent.as_ref().map(|(p, path)| (*p, path.as_slice())))
+                .await?;
         tracing::info!(category.id = %id, "category created");
-        store::categories(&self.pool)
-            .await?
-            .into_iter()
-            .find(|category| category.id == id)
-            .ok_or_else(|| internal(&"a created category was not found"))
+        Ok(category)
     }
 }

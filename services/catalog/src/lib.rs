@@ -26,6 +26,7 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
+use emporium_actors::{GroupCommit, WriterConfig};
 use emporium_nats::{LoopConfig, OutboxRelay, OutboxSignal, ServeConfig, SharedClock, Subscription, SystemClock};
 use emporium_platform::settings::{SettingsError, typed};
 use sqlx::PgPool;
@@ -96,20 +97,20 @@ pub async fn run(settings: CatalogSettings, deps: Dependencies, stop: Cancellati
     let outbox = OutboxSignal::default();
     let cache = Arc::new(ProductCache::new(settings.cache_capacity, settings.cache_ttl));
     let jetstream = async_nats::jetstream::new(deps.nats.clone());
-    let (_, relay) = OutboxRelay::start(
+    let (_, relay) = OutboxRelay::for_service(
         SERVICE,
         deps.pool.clone(),
         jetstream.clone(),
         deps.partitions,
         clock.clone(),
         outbox.clone(),
-        stop.child_token(),
     )
     .await?;
+    let relay = tokio::spawn(relay.run(stop.child_token()));
     let listener =
         tokio::spawn(projection::invalidate_on_changes(deps.nats.clone(), cache.clone(), stop.child_token()));
-    let projection =
-        Arc::new(StockProjection { pool: deps.pool.clone(), cache: cache.clone(), nats: deps.nats.clone() });
+    let (writer, writer_task) = GroupCommit::start(deps.pool.clone(), outbox.clone(), WriterConfig::default());
+    let projection = Arc::new(StockProjection { writer, cache: cache.clone(), nats: deps.nats.clone() });
     let stock = tokio::spawn(emporium_nats::consume_subscription(
         jetstream.clone(),
         STOCK,
@@ -131,7 +132,7 @@ pub async fn run(settings: CatalogSettings, deps: Dependencies, stop: Cancellati
     )
     .await;
     stop.cancel();
-    for (task, name) in [(relay, "outbox relay"), (stock, "stock projection")] {
+    for (task, name) in [(relay, "outbox relay"), (stock, "stock projection"), (writer_task, "group commit")] {
         if let Err(error) = task.await {
             tracing::error!(%error, task = name, "task failed");
         }

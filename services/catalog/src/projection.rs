@@ -4,17 +4,17 @@
 
 use std::sync::Arc;
 
+use emporium_actors::{Commit, CommitError, GroupCommit};
 use emporium_nats::{Delivery, Handled, Handler, HandlerError};
 use emporium_schemas::Envelope;
 use emporium_schemas::events::inventory::StockChanged;
 use emporium_schemas::values::ProductId;
 use futures::StreamExt;
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::cache::ProductCache;
-use crate::store;
+use crate::store::StockUpdate;
 
 /// Core NATS subject on which an instance tells the others that it changed
 /// a product's read model (`<prefix>.<product id>`). Product changes of its
@@ -22,10 +22,11 @@ use crate::store;
 pub const READ_MODEL_CHANGED: &str = "catalog.read_model_changed";
 
 /// Applies `inventory.stock_changed` to the product; the newest `seq` wins,
-/// so duplicates, replays and stale events change nothing.
+/// so duplicates, replays and stale events change nothing. Writes go through
+/// the group-commit writer: the stock changes of many products share a commit.
 #[derive(Debug)]
 pub struct StockProjection {
-    pub pool: PgPool,
+    pub writer: GroupCommit,
     pub cache: Arc<ProductCache>,
     pub nats: async_nats::Client,
 }
@@ -35,11 +36,12 @@ impl Handler for StockProjection {
 
     async fn handle(&self, event: Envelope<StockChanged>, _delivery: &Delivery) -> Result<Handled, HandlerError> {
         let product = event.data.product_id;
-        let applied = store::apply_stock(&self.pool, product, event.data.level, event.seq.get())
-            .await
-            .map_err(|e| HandlerError::Retry(e.to_string()))?;
-        if !applied {
-            return Ok(Handled::Skipped);
+        let update = StockUpdate { product, level: event.data.level, seq: event.seq.get() };
+        match self.writer.commit(Commit { state: Some(Box::new(update)), ..Commit::default() }).await {
+            Ok(()) => {}
+            // A newer level was applied already.
+            Err(CommitError::Conflict) => return Ok(Handled::Skipped),
+            Err(error) => return Err(HandlerError::Retry(error.to_string())),
         }
         self.cache.invalidate(product);
         // Best effort: a peer that misses it serves the old level until its cache entry expires.

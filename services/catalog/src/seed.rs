@@ -28,13 +28,13 @@ pub async fn seed(pool: &PgPool, products: usize) -> Result<(), sqlx::Error> {
               cats AS (SELECT array_agg(id ORDER BY name) AS ids FROM categories),
               sellers AS (SELECT array_agg(gen_random_uuid()) AS ids FROM generate_series(1, 100))
          INSERT INTO products (id, seller_id, name, description, price_amount, currency, category_id, category_path,
-                               version, on_hand, reserved, available, rating_avg, rating_count, created_at, updated_at)
+                               version, on_hand, reserved, rating_avg, rating_count, created_at, updated_at)
          SELECT u.id, sellers.ids[1 + n % 100],
                 initcap(words.materials[1 + (n / 20) % 20]) || ' ' || words.nouns[1 + n % 20] || ' no. ' || n,
                 'A ' || words.colours[1 + (n / 400) % 25] || ' piece that goes with any '
                     || words.nouns[1 + (n / 7) % 20] || '.',
                 (n * 7919) % 100000, 'EUR', cats.ids[1 + n % 50], ARRAY[cats.ids[1 + n % 50]],
-                1, CASE WHEN (n / 3) % 4 = 0 THEN 10 ELSE 0 END, 0, CASE WHEN (n / 3) % 4 = 0 THEN 10 ELSE 0 END,
+                1, CASE WHEN (n / 3) % 4 = 0 THEN 10 ELSE 0 END, 0,
                 (n % 50) / 10.0, n % 7, now(), now()
          FROM (SELECT id, n::int AS n FROM unnest($1::uuid[]) WITH ORDINALITY AS o(id, n)) AS u, words, cats, sellers",
     )

@@ -3,9 +3,11 @@
 //! its event commit together through the outbox.
 
 use chrono::{DateTime, Utc};
+use emporium_actors::StateChange;
 use emporium_nats::OutgoingEvent;
 use emporium_schemas::commands::catalog::{CategoryStep, CategoryView, ProductView, Rating};
 use emporium_schemas::values::{CategoryId, Currency, Money, ProductId, StockLevel, UserId, ValueError};
+use futures::future::BoxFuture;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
@@ -75,12 +77,27 @@ pub struct ProductFields {
     pub category_id: Option<CategoryId>,
 }
 
-/// A product on sale, locked for change in `tx`, with its version.
-pub async fn lock_product(tx: &mut PgConnection, id: ProductId) -> Result<Option<(ProductView, i64)>, StoreError> {
-    let sql =
-        format!("SELECT {PRODUCT_COLUMNS}, version FROM products WHERE id = $1 AND deleted_at IS NULL FOR UPDATE");
+/// A product on sale, locked for change in `tx`.
+#[derive(Debug)]
+pub struct LockedProduct {
+    pub product: ProductView,
+    pub version: i64,
+    pub category_path: Vec<Uuid>,
+}
+
+pub async fn lock_product(tx: &mut PgConnection, id: ProductId) -> Result<Option<LockedProduct>, StoreError> {
+    let sql = format!(
+        "SELECT {PRODUCT_COLUMNS}, version, category_path FROM products WHERE id = $1 AND deleted_at IS NULL FOR UPDATE"
+    );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_uuid()).fetch_optional(tx).await?;
-    row.map(|row| Ok((product_of(&row)?, row.try_get("version")?))).transpose()
+    row.map(|row| {
+        Ok(LockedProduct {
+            product: product_of(&row)?,
+            version: row.try_get("version")?,
+            category_path: row.try_get("category_path")?,
+        })
+    })
+    .transpose()
 }
 
 /// The path of a category, or `None` if there is no such category.
@@ -176,31 +193,41 @@ pub async fn delete_product(
     Ok(())
 }
 
-/// Records a stock level reported by inventory unless a newer one is
-/// already there. Returns whether it was newer (and written).
-pub async fn apply_stock(pool: &PgPool, id: ProductId, level: StockLevel, seq: u64) -> Result<bool, StoreError> {
-    let as_int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
-    let applied = sqlx::query(
-        "UPDATE products SET on_hand = $2, reserved = $3, available = $4, stock_seq = $5
-         WHERE id = $1 AND stock_seq < $5",
-    )
-    .bind(id.as_uuid())
-    .bind(as_int(level.on_hand))
-    .bind(as_int(level.reserved))
-    .bind(as_int(level.available))
-    .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-    .execute(pool)
-    .await?;
-    Ok(applied.rows_affected() == 1)
+/// A stock level reported by inventory, written unless a newer one is
+/// already there: a [`StateChange`] for the group-commit writer, whose
+/// "stale" answer is exactly "a newer `seq` was applied".
+#[derive(Debug, Clone, Copy)]
+pub struct StockUpdate {
+    pub product: ProductId,
+    pub level: StockLevel,
+    pub seq: u64,
 }
 
-/// Adds a category below `parent` (whose path is given), or at the top.
+impl StateChange for StockUpdate {
+    fn write<'a>(&'a self, tx: &'a mut PgConnection) -> BoxFuture<'a, Result<bool, sqlx::Error>> {
+        let as_int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        Box::pin(async move {
+            let applied = sqlx::query(
+                "UPDATE products SET on_hand = $2, reserved = $3, stock_seq = $4 WHERE id = $1 AND stock_seq < $4",
+            )
+            .bind(self.product.as_uuid())
+            .bind(as_int(self.level.on_hand))
+            .bind(as_int(self.level.reserved))
+            .bind(i64::try_from(self.seq).unwrap_or(i64::MAX))
+            .execute(tx)
+            .await?;
+            Ok(applied.rows_affected() == 1)
+        })
+    }
+}
+
+/// Adds a category below `parent` (whose path is given), or at the top; returns it.
 pub async fn create_category(
     pool: &PgPool,
     id: CategoryId,
     name: &str,
     parent: Option<(CategoryId, &[Uuid])>,
-) -> Result<(), StoreError> {
+) -> Result<CategoryView, StoreError> {
     let mut path = parent.map(|(_, path)| path.to_vec()).unwrap_or_default();
     path.push(*id.as_uuid());
     let inserted = sqlx::query("INSERT INTO categories (id, parent_id, name, path) VALUES ($1, $2, $3, $4)")
@@ -211,9 +238,29 @@ pub async fn create_category(
         .execute(pool)
         .await;
     match inserted {
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::CategoryNameTaken),
-        other => other.map(|_| ()).map_err(StoreError::from),
-    }
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Err(StoreError::CategoryNameTaken),
+        other => other?,
+    };
+    let names: std::collections::HashMap<Uuid, String> =
+        sqlx::query_as("SELECT id, name FROM categories WHERE id = ANY($1)")
+            .bind(&path)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .collect();
+    Ok(CategoryView {
+        id,
+        name: name.to_owned(),
+        parent_id: parent.map(|(parent, _)| parent),
+        path: path
+            .iter()
+            .map(|step| CategoryStep {
+                id: CategoryId::from_uuid(*step),
+                name: names.get(step).cloned().unwrap_or_default(),
+            })
+            .collect(),
+        children: Vec::new(),
+    })
 }
 
 /// The whole category tree, roots first, every node with its path and children.

@@ -17,7 +17,6 @@ pub(crate) async fn run(settings: &Settings) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("creating database {database}"))?;
             let pool = connect_once(&settings.database_url, name).await?;
-            emporium_nats::outbox::migrate(&pool).await.with_context(|| format!("migrating {database}"))?;
             service.migrate(&pool).await.with_context(|| format!("migrating {database}"))?;
             pool.close().await;
             tracing::info!(%database, "database ready");

@@ -14,7 +14,7 @@ use emporium_schemas::commands::identity::{
 };
 use emporium_schemas::events::identity::UserRegistered;
 use emporium_schemas::values::{Role, Text, UserId};
-use emporium_schemas::{CommandEnvelope, EntityKey, Envelope, ErrorKind, Principal, ReplyError, Seq};
+use emporium_schemas::{CommandEnvelope, EntityKey, Envelope, ErrorKind, ReplyError, Seq};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -45,7 +45,7 @@ pub fn routes(identity: Identity) -> Routes<Identity> {
         .on(|s, c: CommandEnvelope<Refresh>| async move { s.refresh(c.data).await })
         .on(|s, c: CommandEnvelope<Logout>| async move { s.logout(c.data).await })
         .on(|s, c: CommandEnvelope<GetProfile>| async move {
-            let principal = signed_in(c.principal)?;
+            let principal = c.signed_in()?;
             match c.data.user_id {
                 Some(other) if other != principal.user_id && principal.role != Role::Admin => {
                     Err(ReplyError::new(ErrorKind::Forbidden, "only admins may read other accounts"))
@@ -54,23 +54,15 @@ pub fn routes(identity: Identity) -> Routes<Identity> {
                 None => s.profile(principal.user_id).await,
             }
         })
-        .on(|s, c: CommandEnvelope<UpdateProfile>| async move { s.update_profile(caller(c.principal)?, c.data).await })
-        .on(|s, c: CommandEnvelope<AddAddress>| async move { s.add_address(caller(c.principal)?, c.data).await })
-        .on(|s, c: CommandEnvelope<ListAddresses>| async move { s.addresses(caller(c.principal)?).await })
+        .on(|s, c: CommandEnvelope<UpdateProfile>| async move { s.update_profile(c.signed_in()?.user_id, c.data).await })
+        .on(|s, c: CommandEnvelope<AddAddress>| async move { s.add_address(c.signed_in()?.user_id, c.data).await })
+        .on(|s, c: CommandEnvelope<ListAddresses>| async move { s.addresses(c.signed_in()?.user_id).await })
         .on(|s, c: CommandEnvelope<DeleteAddress>| async move {
-            s.delete_address(caller(c.principal)?, c.data.address_id).await
+            s.delete_address(c.signed_in()?.user_id, c.data.address_id).await
         })
         .on(|s: Arc<Identity>, _: CommandEnvelope<GetKeys>| async move {
             serde_json::to_value(s.key.jwks()).map_err(|e| internal(&e))
         })
-}
-
-fn signed_in(principal: Option<Principal>) -> Result<Principal, ReplyError> {
-    principal.ok_or_else(|| ReplyError::new(ErrorKind::Unauthenticated, "sign in first"))
-}
-
-fn caller(principal: Option<Principal>) -> Result<UserId, ReplyError> {
-    signed_in(principal).map(|p| p.user_id)
 }
 
 fn internal(error: &dyn std::fmt::Display) -> ReplyError {

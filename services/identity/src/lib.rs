@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use emporium_nats::{OutboxRelay, OutboxSignal, ServeConfig, SharedClock, SystemClock};
+use emporium_nats::{Leases, OutboxRelay, OutboxSignal, ServeConfig, SharedClock, SystemClock};
 use emporium_platform::settings::{Environment, SettingsError, typed};
 use emporium_schemas::CommandEnvelope;
 use emporium_schemas::commands::identity::Register;
@@ -184,10 +184,10 @@ pub async fn run(settings: IdentitySettings, deps: Dependencies, stop: Cancellat
     tracing::info!(kid = identity.key.kid(), argon2 = %settings.argon2, "identity ready");
 
     let jetstream = async_nats::jetstream::new(deps.nats.clone());
-    let (_, relay) =
-        OutboxRelay::start(SERVICE, deps.pool.clone(), jetstream, deps.partitions, clock, outbox, stop.child_token())
-            .await?;
-    let pruner = tokio::spawn(prune_refresh_tokens(deps.pool.clone(), stop.child_token()));
+    let (leases, relay) =
+        OutboxRelay::for_service(SERVICE, deps.pool.clone(), jetstream, deps.partitions, clock, outbox).await?;
+    let relay = tokio::spawn(relay.run(stop.child_token()));
+    let pruner = tokio::spawn(prune_refresh_tokens(deps.pool.clone(), leases, stop.child_token()));
     let serve_config = ServeConfig { max_in_flight: settings.max_in_flight, ..ServeConfig::default() };
     let served = emporium_nats::rpc::serve(
         deps.nats.clone(),
@@ -206,21 +206,19 @@ pub async fn run(settings: IdentitySettings, deps: Dependencies, stop: Cancellat
     Ok(served?)
 }
 
-/// Deletes refresh tokens a day after they expired, hourly: they can only be
-/// refused, and a day keeps "expired" distinguishable from "unknown" a while.
-async fn prune_refresh_tokens(pool: PgPool, stop: CancellationToken) {
-    let mut every = tokio::time::interval(Duration::from_secs(60 * 60));
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = every.tick() => {}
-        }
+/// Deletes refresh tokens a day after they expired, hourly, on one instance
+/// (under a lease): they can only be refused, and a day keeps "expired"
+/// distinguishable from "unknown" a while.
+async fn prune_refresh_tokens(pool: PgPool, leases: Leases, stop: CancellationToken) {
+    let every = Duration::from_secs(60 * 60);
+    emporium_nats::lease::while_leading(&leases, "prune.identity.refresh_tokens", every, stop, || async {
         match store::prune_refresh(&pool, chrono::Utc::now() - chrono::TimeDelta::days(1)).await {
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, "expired refresh tokens pruned"),
             Err(error) => tracing::warn!(%error, "pruning refresh tokens failed"),
         }
-    }
+    })
+    .await;
 }
 
 /// Creates the configured admin unless an account with that email exists.

@@ -9,8 +9,6 @@ CREATE TABLE stock (
     CHECK (reserved <= on_hand),
     -- The row's version: the `seq` of its inventory.stock_changed events.
     version     bigint NOT NULL,
-    -- The catalog product's version last applied (catalog.product_* seq).
-    catalog_seq bigint NOT NULL,
     delisted_at timestamptz,
     updated_at  timestamptz NOT NULL
 );

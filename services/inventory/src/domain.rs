@@ -21,11 +21,12 @@ pub struct Stock {
 
 impl Stock {
     pub fn available(&self) -> u32 {
-        self.on_hand.saturating_sub(self.reserved)
+        self.level().available
     }
 
+    /// The level as clients see it; the table's CHECK keeps reserved within on hand.
     pub fn level(&self) -> StockLevel {
-        StockLevel { on_hand: self.on_hand, reserved: self.reserved, available: self.available() }
+        StockLevel::new(self.on_hand, self.reserved.min(self.on_hand)).unwrap_or_default()
     }
 }
 

@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use emporium_nats::{OutgoingEvent, Routes};
+use emporium_nats::Routes;
 use emporium_schemas::commands::inventory::{GetStock, ProductStock, SetStock};
-use emporium_schemas::events::inventory::{StockChangeReason, StockChanged};
-use emporium_schemas::{CommandEnvelope, EntityKey, Envelope, ErrorKind, ReplyError, Seq};
+use emporium_schemas::events::inventory::StockChangeReason;
+use emporium_schemas::{CommandEnvelope, ErrorKind, ReplyError};
 
 use crate::domain::{self, SetStockError};
-use crate::saga::Inventory;
+use crate::saga::{Inventory, Origin, stock_changed};
 use crate::store::{self, Cause, Delta, MovementReason};
 
 /// Every inventory command, bound to its answer.
@@ -32,21 +32,14 @@ fn internal(error: &dyn std::fmt::Display) -> ReplyError {
 
 impl Inventory {
     async fn set_stock(&self, command: &CommandEnvelope<SetStock>) -> Result<ProductStock, ReplyError> {
-        let principal =
-            command.principal.ok_or_else(|| ReplyError::new(ErrorKind::Unauthenticated, "sign in first"))?;
+        let principal = command.signed_in()?;
         let product = command.data.product_id;
         let mut tx = self.pool.begin().await.map_err(|e| internal(&e))?;
         let rows = store::lock_stock(&mut tx, &[product]).await.map_err(|e| internal(&e))?;
-        let Some(row) = rows.get(&product) else {
-            // The catalog has the product but its creation has not reached
-            // inventory yet (milliseconds, normally): worth retrying.
-            return Err(
-                ReplyError::new(ErrorKind::Overloaded, "inventory has not learned of this product yet").retry_after(1)
-            );
-        };
-        if row.stock.delisted {
+        // Unknown (not learned from the catalog yet, or never) or delisted.
+        let Some(row) = rows.get(&product).filter(|row| !row.stock.delisted) else {
             return Err(ReplyError::new(ErrorKind::NotFound, "no such product"));
-        }
+        };
         let wanted =
             domain::set_on_hand(&principal, row.seller, row.stock, command.data.on_hand).map_err(|e| match e {
                 SetStockError::NotOwner => ReplyError::new(ErrorKind::Forbidden, e.to_string()),
@@ -61,20 +54,12 @@ impl Inventory {
         let cause =
             Cause { reason: MovementReason::Set, actor: Some(principal.user_id), order: None, at: self.clock.now() };
         let changed = store::apply(&mut tx, &[delta], cause).await.map_err(|e| internal(&e))?;
-        let Some((_, level, version)) = changed.first().copied() else {
+        let Some((_, level, _)) = changed.first().copied() else {
             return Err(internal(&"the stock row vanished under its lock"));
         };
-        let seq = u64::try_from(version).ok().and_then(|v| Seq::try_from(v).ok()).unwrap_or(Seq::FIRST);
-        let data = StockChanged { product_id: product, level, reason: StockChangeReason::Set };
-        let event = Envelope::new(
-            EntityKey::from(*product.as_uuid()),
-            seq,
-            command.correlation_id,
-            *command.id.as_uuid(),
-            data,
-        );
-        let event = OutgoingEvent::encode(&event).map_err(|e| internal(&e))?;
-        emporium_nats::outbox::append(&mut tx, &[event]).await.map_err(|e| internal(&e))?;
+        let events =
+            stock_changed(&changed, StockChangeReason::Set, Origin::from(command)).map_err(|e| internal(&e))?;
+        emporium_nats::outbox::append(&mut tx, &events).await.map_err(|e| internal(&e))?;
         tx.commit().await.map_err(|e| internal(&e))?;
         self.outbox.wake();
         tracing::info!(product.id = %product, on_hand = level.on_hand, "stock set");

@@ -23,10 +23,8 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream;
 use emporium_nats::{
-    Handler, LoopConfig, OutboxRelay, OutboxSignal, ServeConfig, SharedClock, Subscription, SystemClock,
-    consume_subscription,
+    LoopConfig, OutboxRelay, OutboxSignal, ServeConfig, SharedClock, Subscription, SystemClock, consume_subscription,
 };
 use emporium_platform::settings::{SettingsError, typed};
 use sqlx::PgPool;
@@ -99,14 +97,13 @@ pub async fn run(
     let clock: SharedClock = Arc::new(SystemClock);
     let outbox = OutboxSignal::default();
     let jetstream = async_nats::jetstream::new(deps.nats.clone());
-    let (leases, relay) = OutboxRelay::start(
+    let (leases, relay) = OutboxRelay::for_service(
         SERVICE,
         deps.pool.clone(),
         jetstream.clone(),
         deps.partitions,
         clock.clone(),
         outbox.clone(),
-        stop.child_token(),
     )
     .await?;
     let inventory = Arc::new(Inventory {
@@ -117,15 +114,14 @@ pub async fn run(
     });
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(async move {
-        if let Err(error) = relay.await {
-            tracing::error!(%error, "the outbox relay failed");
-        }
-    });
-    let consume = |subscription| (jetstream.clone(), subscription, deps.partitions, stop.child_token());
-    tasks.spawn(consumer(consume(CATALOG), CatalogEvents(inventory.clone())));
-    tasks.spawn(consumer(consume(ORDER), OrderEvents(inventory.clone())));
-    tasks.spawn(consumer(consume(SHIPPING), ShippingEvents(inventory.clone())));
+    tasks.spawn(relay.run(stop.child_token()));
+    let (js, partitions, config) = (&jetstream, deps.partitions, LoopConfig::default);
+    let catalog = Arc::new(CatalogEvents(inventory.clone()));
+    tasks.spawn(consume_subscription(js.clone(), CATALOG, partitions, catalog, config(), stop.child_token()));
+    let orders = Arc::new(OrderEvents(inventory.clone()));
+    tasks.spawn(consume_subscription(js.clone(), ORDER, partitions, orders, config(), stop.child_token()));
+    let shipping = Arc::new(ShippingEvents(inventory.clone()));
+    tasks.spawn(consume_subscription(js.clone(), SHIPPING, partitions, shipping, config(), stop.child_token()));
     tasks.spawn({
         let (inventory, stop, every) = (inventory.clone(), stop.child_token(), settings.backstop_every);
         async move {
@@ -155,12 +151,4 @@ pub async fn run(
         }
     }
     Ok(served?)
-}
-
-/// One subscription's consumer loops, as a task.
-async fn consumer<H: Handler>(
-    (jetstream, subscription, partitions, stop): (jetstream::Context, &'static Subscription, u16, CancellationToken),
-    handler: H,
-) {
-    consume_subscription(jetstream, subscription, partitions, Arc::new(handler), LoopConfig::default(), stop).await;
 }

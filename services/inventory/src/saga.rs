@@ -20,7 +20,7 @@ use emporium_schemas::events::inventory::{
 use emporium_schemas::events::order::{OrderCancelled, OrderConfirmed, OrderPlaced};
 use emporium_schemas::events::shipping::ShippingShipped;
 use emporium_schemas::values::{NonEmpty, OrderId, ProductId, ProductQuantity, Quantity, StockLevel};
-use emporium_schemas::{EntityKey, Envelope, Event, MessageId, Seq};
+use emporium_schemas::{CommandEnvelope, EntityKey, Envelope, Event, MessageId, Seq};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -39,7 +39,7 @@ pub struct Inventory {
 
 /// Where new events come from: the correlation and the message that caused them.
 #[derive(Debug, Clone, Copy)]
-struct Origin {
+pub(crate) struct Origin {
     correlation_id: Uuid,
     causation_id: Uuid,
 }
@@ -50,6 +50,12 @@ impl<D> From<&Envelope<D>> for Origin {
     }
 }
 
+impl<C> From<&CommandEnvelope<C>> for Origin {
+    fn from(command: &CommandEnvelope<C>) -> Self {
+        Self { correlation_id: command.correlation_id, causation_id: *command.id.as_uuid() }
+    }
+}
+
 /// Why applying an event failed: storage (retry) or an event we cannot encode (reject).
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -57,6 +63,8 @@ pub enum ApplyError {
     Store(#[from] StoreError),
     #[error("encoding an event: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("a stored version is not a seq: {0}")]
+    Version(#[from] emporium_schemas::envelope::InvalidSeq),
 }
 
 impl From<sqlx::Error> for ApplyError {
@@ -67,24 +75,26 @@ impl From<sqlx::Error> for ApplyError {
 
 impl From<ApplyError> for HandlerError {
     fn from(error: ApplyError) -> Self {
-        match error {
+        match &error {
             ApplyError::Store(store) => HandlerError::Retry(store.to_string()),
-            ApplyError::Encode(encode) => HandlerError::Reject(encode.to_string()),
+            ApplyError::Encode(_) | ApplyError::Version(_) => HandlerError::Reject(error.to_string()),
         }
     }
 }
 
-fn event<D: Event>(key: Uuid, seq: i64, origin: Origin, data: D) -> Result<OutgoingEvent, serde_json::Error> {
-    let seq = u64::try_from(seq).ok().and_then(|s| Seq::try_from(s).ok()).unwrap_or(Seq::FIRST);
-    OutgoingEvent::encode(&Envelope::new(EntityKey::from(key), seq, origin.correlation_id, origin.causation_id, data))
+/// An event of entity `key` at version `seq`, caused by `origin`.
+fn event<D: Event>(key: Uuid, seq: i64, origin: Origin, data: D) -> Result<OutgoingEvent, ApplyError> {
+    let seq = Seq::try_from(seq)?;
+    let event = Envelope::new(EntityKey::from(key), seq, origin.correlation_id, origin.causation_id, data);
+    Ok(OutgoingEvent::encode(&event)?)
 }
 
 /// `inventory.stock_changed` for each changed row.
-fn stock_changed(
+pub(crate) fn stock_changed(
     changed: &[(ProductId, StockLevel, i64)],
     reason: StockChangeReason,
     origin: Origin,
-) -> Result<Vec<OutgoingEvent>, serde_json::Error> {
+) -> Result<Vec<OutgoingEvent>, ApplyError> {
     changed
         .iter()
         .map(|(product, level, version)| {
@@ -335,7 +345,6 @@ impl CatalogEvents {
     async fn apply(&self, event: &Envelope<CatalogEvent>) -> Result<Handled, ApplyError> {
         let inventory = &self.0;
         let now = inventory.clock.now();
-        let seq = i64::try_from(event.seq.get()).unwrap_or(i64::MAX);
         let mut tx = inventory.pool.begin().await?;
         if !emporium_nats::inbox::record(&mut tx, CATALOG_CONSUMER, event.id).await? {
             return Ok(Handled::Skipped);
@@ -343,7 +352,7 @@ impl CatalogEvents {
         let mut events = Vec::new();
         match &event.data {
             CatalogEvent::Created(created) => {
-                if store::list_product(&mut tx, created.product_id, created.seller_id, seq, now).await? {
+                if store::list_product(&mut tx, created.product_id, created.seller_id, now).await? {
                     let listed = StockChanged {
                         product_id: created.product_id,
                         level: StockLevel::default(),
@@ -353,12 +362,14 @@ impl CatalogEvents {
                 }
             }
             CatalogEvent::Deleted(deleted) => {
-                store::delist_product(&mut tx, deleted.product_id, deleted.seller_id, seq, now).await?;
+                store::delist_product(&mut tx, deleted.product_id, deleted.seller_id, now).await?;
             }
         }
         emporium_nats::outbox::append(&mut tx, &events).await?;
         tx.commit().await?;
-        inventory.outbox.wake();
+        if !events.is_empty() {
+            inventory.outbox.wake();
+        }
         Ok(Handled::Applied)
     }
 }

@@ -42,16 +42,14 @@ pub async fn list_product(
     tx: &mut PgConnection,
     product: ProductId,
     seller: UserId,
-    catalog_seq: i64,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
     let inserted = sqlx::query(
-        "INSERT INTO stock (product_id, seller_id, version, catalog_seq, updated_at) VALUES ($1, $2, 1, $3, $4)
+        "INSERT INTO stock (product_id, seller_id, version, updated_at) VALUES ($1, $2, 1, $3)
          ON CONFLICT (product_id) DO NOTHING",
     )
     .bind(product.as_uuid())
     .bind(seller.as_uuid())
-    .bind(catalog_seq)
     .bind(now)
     .execute(tx)
     .await?;
@@ -64,18 +62,14 @@ pub async fn delist_product(
     tx: &mut PgConnection,
     product: ProductId,
     seller: UserId,
-    catalog_seq: i64,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO stock (product_id, seller_id, version, catalog_seq, delisted_at, updated_at)
-         VALUES ($1, $2, 1, $3, $4, $4)
-         ON CONFLICT (product_id) DO UPDATE
-         SET delisted_at = coalesce(stock.delisted_at, $4), catalog_seq = greatest(stock.catalog_seq, $3)",
+        "INSERT INTO stock (product_id, seller_id, version, delisted_at, updated_at) VALUES ($1, $2, 1, $3, $3)
+         ON CONFLICT (product_id) DO UPDATE SET delisted_at = coalesce(stock.delisted_at, $3)",
     )
     .bind(product.as_uuid())
     .bind(seller.as_uuid())
-    .bind(catalog_seq)
     .bind(now)
     .execute(tx)
     .await?;

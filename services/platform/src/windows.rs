@@ -61,20 +61,33 @@ impl FixedWindows {
         let keys: Vec<String> = windows.iter().map(|(key, _)| key.clone()).collect();
         let lengths: Vec<i64> =
             windows.iter().map(|(_, length)| i64::try_from(length.as_millis()).unwrap_or(i64::MAX)).collect();
-        let raw: Vec<i64> = self.redis.eval(HIT, keys, lengths).await?;
+        let raw: Vec<i64> = answered(self.redis.eval(HIT, keys, lengths)).await?;
         Ok(counts(&raw))
     }
 
     /// The counts of `keys`, without counting.
     pub async fn peek(&self, keys: &[String]) -> Result<Vec<Count>, fred::error::Error> {
-        let raw: Vec<i64> = self.redis.eval(PEEK, keys.to_vec(), Vec::<String>::new()).await?;
+        let raw: Vec<i64> = answered(self.redis.eval(PEEK, keys.to_vec(), Vec::<String>::new())).await?;
         Ok(counts(&raw))
     }
 
     /// Starts `key`'s window over.
     pub async fn reset(&self, key: &str) -> Result<(), fred::error::Error> {
-        self.redis.del::<(), _>(key).await
+        answered(self.redis.del::<(), _>(key)).await
     }
+}
+
+/// How long a counter may take before the caller goes on without it. fred
+/// queues commands while it reconnects and has no timeout of its own, so
+/// without this a Redis outage would stall every request that counts.
+const ANSWER_WITHIN: Duration = Duration::from_millis(250);
+
+async fn answered<T>(
+    command: impl std::future::Future<Output = Result<T, fred::error::Error>>,
+) -> Result<T, fred::error::Error> {
+    tokio::time::timeout(ANSWER_WITHIN, command).await.unwrap_or_else(|_| {
+        Err(fred::error::Error::new(fred::error::ErrorKind::Timeout, "Redis did not answer in time"))
+    })
 }
 
 fn counts(raw: &[i64]) -> Vec<Count> {

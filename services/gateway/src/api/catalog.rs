@@ -154,8 +154,7 @@ pub async fn delete_product(
     AppPath(id): AppPath<Uuid>,
 ) -> Result<StatusCode, Problem> {
     let principal = caller.require(SELLERS)?;
-    let _: serde_json::Value =
-        api.call(Some(principal), &request_id, DeleteProduct { product_id: ProductId::from_uuid(id) }).await?;
+    let () = api.call(Some(principal), &request_id, DeleteProduct { product_id: ProductId::from_uuid(id) }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -188,11 +187,16 @@ pub async fn set_stock(
 ) -> Result<axum::Json<ProductStock>, Problem> {
     let principal = caller.require(SELLERS)?;
     let product_id = ProductId::from_uuid(id);
-    // The catalog says whether the product exists (404), so inventory's
-    // "not learned yet" really means "retry in a moment".
-    let _: ProductView = api.call(None, &request_id, GetProduct { product_id }).await?;
     let command = SetStock { product_id, on_hand: body.quantity };
-    Ok(axum::Json(api.call(Some(principal), &request_id, command).await?))
+    match api.call(Some(principal), &request_id, command).await {
+        // Inventory learns products from the catalog's events, milliseconds
+        // after their creation: a product the catalog has is worth a retry.
+        Err(problem) if problem.status == StatusCode::NOT_FOUND.as_u16() => {
+            let _: ProductView = api.call(None, &request_id, GetProduct { product_id }).await?;
+            Err(Problem::overloaded("inventory has not learned of this product yet").retry_after(1))
+        }
+        answer => answer.map(axum::Json),
+    }
 }
 
 /// The category tree, every node with its path and children.
