@@ -38,7 +38,7 @@ impl Persistent for Counter {
         seq: Seq,
         _: &Incremented,
         meta: &CommitMeta,
-    ) -> Result<OutgoingEvent, serde_json::Error> {
+    ) -> Result<Option<OutgoingEvent>, serde_json::Error> {
         OutgoingEvent::encode(&Envelope::new(
             key.clone(),
             seq,
@@ -46,6 +46,7 @@ impl Persistent for Counter {
             meta.causation_id,
             shipped_payload(),
         ))
+        .map(Some)
     }
 
     fn deadline_reached(_: chrono::DateTime<Utc>) {}

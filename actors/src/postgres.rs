@@ -27,13 +27,15 @@ where
     /// The id a key names (the sweeper reads ids back from rows).
     fn id(key: &EntityKey) -> Option<Self::Id>;
 
-    /// `event` as published, with envelope `seq` and the flow's ids.
+    /// `event` as published, with envelope `seq` and the flow's ids; `None`
+    /// for an event the entity keeps to itself (it changes its state and
+    /// version, and nothing outside needs to hear of it).
     fn outgoing(
         key: &EntityKey,
         seq: Seq,
         event: &Self::Event,
         meta: &CommitMeta,
-    ) -> Result<OutgoingEvent, serde_json::Error>;
+    ) -> Result<Option<OutgoingEvent>, serde_json::Error>;
 
     /// When the entity's deadline falls, if it has one.
     fn deadline(_state: &Self::State) -> Option<DateTime<Utc>> {
@@ -103,7 +105,7 @@ where
         let mut outbox = Vec::with_capacity(events.len());
         for (n, event) in (1u64..).zip(events) {
             let seq = Seq::try_from(expected_version + n).map_err(unavailable)?;
-            outbox.push(E::outgoing(&key, seq, event, meta).map_err(unavailable)?);
+            outbox.extend(E::outgoing(&key, seq, event, meta).map_err(unavailable)?);
         }
         let row = StateRow {
             kind: E::KIND,

@@ -107,7 +107,7 @@ impl Persistent for Ticket {
         seq: Seq,
         _: &TicketEvent,
         meta: &CommitMeta,
-    ) -> Result<OutgoingEvent, serde_json::Error> {
+    ) -> Result<Option<OutgoingEvent>, serde_json::Error> {
         // Any registered event type will do for the test: the envelope is what matters.
         OutgoingEvent::encode(&Envelope::new(
             key.clone(),
@@ -116,6 +116,7 @@ impl Persistent for Ticket {
             meta.causation_id,
             shipped_payload(),
         ))
+        .map(Some)
     }
 
     fn deadline(state: &TicketState) -> Option<DateTime<Utc>> {
@@ -400,6 +401,7 @@ async fn event_handlers_route_events_to_the_entities_and_a_replay_changes_nothin
                 &TicketEvent::Expired,
                 &CommitMeta::default(),
             )
+            .unwrap()
             .unwrap();
             event.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
             events.push(event);

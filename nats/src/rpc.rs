@@ -10,14 +10,15 @@
 //! answered `overloaded` at once rather than queued: the gateway turns it into
 //! 503 + `Retry-After`, which is cheaper for everyone than a growing backlog.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{HeaderMap, RequestErrorKind};
-use emporium_schemas::{Command, CommandEnvelope, ErrorKind, Reply, ReplyError};
+use emporium_schemas::registry::Addressing;
+use emporium_schemas::{Command, CommandEnvelope, ErrorKind, Partition, Reply, ReplyError};
 use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -41,6 +42,9 @@ pub enum CallError {
     Transport(String),
     #[error("cannot encode the command: {0}")]
     Encode(serde_json::Error),
+    /// A partition-addressed command without the key that picks its partition.
+    #[error("{0} is partition-addressed and needs a key")]
+    MissingKey(&'static str),
     #[error("the answer is not a reply: {0}")]
     Undecodable(serde_json::Error),
 }
@@ -50,20 +54,37 @@ pub enum CallError {
 pub struct Caller {
     client: async_nats::Client,
     deadline: Duration,
+    /// The deployment's partition count, to address entity commands.
+    partitions: u16,
 }
 
 impl Caller {
+    /// A caller for a deployment of one partition (see [`with_partitions`](Self::with_partitions)).
     pub fn new(client: async_nats::Client, deadline: Duration) -> Self {
-        Self { client, deadline }
+        Self { client, deadline, partitions: 1 }
     }
 
-    /// Sends `command` to its queue group and decodes the reply.
+    /// Addresses partitioned commands among `partitions` partitions.
+    #[must_use]
+    pub fn with_partitions(mut self, partitions: u16) -> Self {
+        self.partitions = partitions;
+        self
+    }
+
+    /// Sends `command` to its queue group, or to the owner of its key's
+    /// partition if it is partition-addressed, and decodes the reply.
     pub async fn call<C: Command, A: DeserializeOwned>(
         &self,
         command: &CommandEnvelope<C>,
         request_id: &str,
     ) -> Result<Reply<A>, CallError> {
-        let subject = C::TYPE.subject(None);
+        let subject = match C::TYPE.addressing {
+            Addressing::QueueGroup => C::TYPE.subject(None),
+            Addressing::Partitioned => {
+                let key = command.key.as_ref().ok_or(CallError::MissingKey(C::TYPE.type_name))?;
+                C::TYPE.subject(Some(Partition::of(key, self.partitions)))
+            }
+        };
         let payload = command.to_json().map_err(CallError::Encode)?;
         let mut headers = HeaderMap::new();
         headers.insert(REQUEST_ID_HEADER, request_id);
@@ -85,6 +106,8 @@ type Route<S> = Box<dyn Fn(Arc<S>, &[u8]) -> Answer + Send + Sync>;
 pub struct Routes<S> {
     state: Arc<S>,
     table: HashMap<String, Route<S>>,
+    /// Partition subjects: subscribed outside the queue group, by their owner only.
+    partitioned: HashSet<String>,
 }
 
 impl<S> std::fmt::Debug for Routes<S> {
@@ -100,7 +123,7 @@ impl<S: Send + Sync + 'static> Routes<S> {
 
     /// Routes over a state the service also shares with other tasks.
     pub fn from_arc(state: Arc<S>) -> Self {
-        Self { state, table: HashMap::new() }
+        Self { state, table: HashMap::new(), partitioned: HashSet::new() }
     }
 
     /// Answers command `C` with `answer`. A payload that is not a `C` is
@@ -130,6 +153,55 @@ impl<S: Send + Sync + 'static> Routes<S> {
         self.table.insert(C::TYPE.subject(None), route);
         self
     }
+
+    /// Answers the partition-addressed command `C` on each of `partitions`
+    /// (of `partition_count`), for the entities this instance owns. A command
+    /// whose key is missing or belongs to another partition is refused as
+    /// `invalid` before `answer` sees it: it would reach the wrong owner.
+    pub fn on_partitioned<C, A, F, Fut>(
+        mut self,
+        partitions: impl IntoIterator<Item = Partition>,
+        partition_count: u16,
+        answer: F,
+    ) -> Self
+    where
+        C: Command + Send + 'static,
+        A: Serialize,
+        F: Fn(Arc<S>, CommandEnvelope<C>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<A, ReplyError>> + Send + 'static,
+    {
+        let answer = Arc::new(answer);
+        for partition in partitions {
+            let answer = answer.clone();
+            let route: Route<S> = Box::new(move |state, payload| {
+                let decoded = CommandEnvelope::<C>::from_json(payload)
+                    .map_err(|error| ReplyError::new(ErrorKind::Invalid, error.to_string()))
+                    .and_then(|command| match &command.key {
+                        Some(key) if Partition::of(key, partition_count) == partition => Ok(command),
+                        Some(key) => Err(ReplyError::new(
+                            ErrorKind::Invalid,
+                            format!("key {key} does not belong to partition {partition}"),
+                        )),
+                        None => Err(ReplyError::new(ErrorKind::Invalid, "a partitioned command needs a key")),
+                    });
+                let answer = answer.clone();
+                Box::pin(async move {
+                    let reply = match decoded {
+                        Ok(command) => match answer(state, command).await {
+                            Ok(result) => Reply::Ok(result),
+                            Err(error) => Reply::Error(error),
+                        },
+                        Err(error) => Reply::Error(error),
+                    };
+                    encode_reply(&reply)
+                })
+            });
+            let subject = C::TYPE.subject(Some(partition));
+            self.partitioned.insert(subject.clone());
+            self.table.insert(subject, route);
+        }
+        self
+    }
 }
 
 /// A reply as JSON; one that cannot be encoded becomes an `internal` error (logged).
@@ -155,7 +227,7 @@ impl Default for ServeConfig {
     }
 }
 
-/// Answers every route's command in `queue_group` until `stop`, then lets
+/// Answers every route's command (in `queue_group`, or as the owner of its partition) until `stop`, then lets
 /// the requests in flight finish.
 pub async fn serve<S: Send + Sync + 'static>(
     client: async_nats::Client,
@@ -166,7 +238,11 @@ pub async fn serve<S: Send + Sync + 'static>(
 ) -> Result<(), async_nats::SubscribeError> {
     let mut subscriptions = Vec::with_capacity(routes.table.len());
     for subject in routes.table.keys() {
-        subscriptions.push(client.queue_subscribe(subject.clone(), queue_group.to_owned()).await?);
+        subscriptions.push(if routes.partitioned.contains(subject) {
+            client.subscribe(subject.clone()).await?
+        } else {
+            client.queue_subscribe(subject.clone(), queue_group.to_owned()).await?
+        });
     }
     answer_requests(client, subscriptions, config, stop, move |subject, payload| {
         routes.table.get(subject).map(|route| route(routes.state.clone(), payload))

@@ -327,6 +327,15 @@ impl<T> NonEmpty<T> {
     pub fn as_slice(&self) -> &[T] {
         &self.0
     }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.0.iter()
+    }
+
+    /// Each element mapped: still at least one.
+    pub fn map<U>(&self, f: impl FnMut(&T) -> U) -> NonEmpty<U> {
+        NonEmpty(self.0.iter().map(f).collect())
+    }
 }
 
 impl<T> TryFrom<Vec<T>> for NonEmpty<T> {

@@ -129,6 +129,7 @@ fn codecs() -> BTreeMap<String, Codec> {
         command::<order_cmd::PlaceOrder>(),
         command::<order_cmd::CancelOrder>(),
         command::<order_cmd::GetOrder>(),
+        command::<order_cmd::ListOrders>(),
         command::<inventory_cmd::SetStock>(),
         command::<inventory_cmd::GetStock>(),
         command::<catalog_cmd::CreateProduct>(),

@@ -33,6 +33,7 @@ pub(crate) const ALL: &[CommandType] = &[
     order::PlaceOrder::TYPE,
     order::CancelOrder::TYPE,
     order::GetOrder::TYPE,
+    order::ListOrders::TYPE,
     inventory::SetStock::TYPE,
     inventory::GetStock::TYPE,
     catalog::CreateProduct::TYPE,

@@ -1,6 +1,7 @@
 //! Hosting services in one process: shared connections, one ops server, and a
 //! graceful shutdown that drains every service within the grace period.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,11 +16,21 @@ pub(crate) enum Service {
     Identity,
     Catalog,
     Inventory,
+    Order,
+    Payment,
+    Cart,
 }
 
 impl Service {
-    pub(crate) const ALL: &'static [Service] =
-        &[Service::Identity, Service::Catalog, Service::Inventory, Service::Gateway];
+    pub(crate) const ALL: &'static [Service] = &[
+        Service::Identity,
+        Service::Catalog,
+        Service::Inventory,
+        Service::Order,
+        Service::Payment,
+        Service::Cart,
+        Service::Gateway,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -27,25 +38,32 @@ impl Service {
             Service::Identity => emporium_identity::SERVICE,
             Service::Catalog => emporium_catalog::SERVICE,
             Service::Inventory => emporium_inventory::SERVICE,
+            Service::Order => emporium_order::SERVICE,
+            Service::Payment => emporium_payment::SERVICE,
+            Service::Cart => emporium_cart::SERVICE,
         }
     }
 
     /// The service's own Postgres database, if it keeps one.
     pub(crate) fn database(self) -> Option<&'static str> {
         match self {
-            // The gateway owns nothing durable.
-            Service::Gateway => None,
-            Service::Identity | Service::Catalog | Service::Inventory => Some(self.name()),
+            // The gateway owns nothing durable; carts live in Redis.
+            Service::Gateway | Service::Cart => None,
+            Service::Identity | Service::Catalog | Service::Inventory | Service::Order | Service::Payment => {
+                Some(self.name())
+            }
         }
     }
 
     /// Creates or updates the service's tables (idempotent).
     pub(crate) async fn migrate(self, pool: &sqlx::PgPool) -> anyhow::Result<()> {
         match self {
-            Service::Gateway => {}
+            Service::Gateway | Service::Cart => {}
             Service::Identity => emporium_identity::store::migrate(pool).await?,
             Service::Catalog => emporium_catalog::store::migrate(pool).await?,
             Service::Inventory => emporium_inventory::store::migrate(pool).await?,
+            Service::Order => emporium_order::store::migrate(pool).await?,
+            Service::Payment => emporium_payment::store::migrate(pool).await?,
         }
         Ok(())
     }
@@ -53,10 +71,12 @@ impl Service {
     /// The contexts whose events the service consumes (a durable consumer per partition each).
     pub(crate) fn subscriptions(self) -> Vec<emporium_nats::Subscription> {
         match self {
-            // Neither consumes events.
-            Service::Gateway | Service::Identity => Vec::new(),
+            // None of these consumes events.
+            Service::Gateway | Service::Identity | Service::Cart => Vec::new(),
             Service::Catalog => emporium_catalog::subscriptions(),
             Service::Inventory => emporium_inventory::subscriptions(),
+            Service::Order => emporium_order::subscriptions(),
+            Service::Payment => emporium_payment::subscriptions(),
         }
     }
 
@@ -76,6 +96,7 @@ impl Service {
                     nats: connections.nats().clone(),
                     redis: connections.redis().clone(),
                     redis_prefix: settings.redis_prefix.clone(),
+                    partitions: settings.partitions,
                 };
                 let gateway =
                     emporium_gateway::Gateway::bind(settings.gateway_addr, &gateway_settings, deps, readiness).await?;
@@ -115,6 +136,45 @@ impl Service {
                     partitions: settings.partitions,
                 };
                 emporium_inventory::run(inventory_settings, deps, stop).await?;
+            }
+            Service::Order => {
+                let order_settings = emporium_order::OrderSettings::from_source(env)?;
+                let pool = connections.postgres(emporium_order::SERVICE)?;
+                readiness.register("postgres.order", emporium_platform::connections::postgres_check(pool.clone()));
+                let deps = emporium_order::Dependencies {
+                    pool,
+                    nats: connections.nats().clone(),
+                    partitions: settings.partitions,
+                    clock: Arc::new(emporium_nats::SystemClock),
+                };
+                emporium_order::run(order_settings, deps, stop).await?;
+            }
+            Service::Payment => {
+                let payment_settings = emporium_payment::PaymentSettings::from_source(env)?;
+                let pool = connections.postgres(emporium_payment::SERVICE)?;
+                readiness.register("postgres.payment", emporium_platform::connections::postgres_check(pool.clone()));
+                let clock: emporium_nats::SharedClock = Arc::new(emporium_nats::SystemClock);
+                // The simulated provider: the only one there is, until a real one is wired in.
+                let simulator = emporium_payment::Simulator::new((&payment_settings).into(), clock.clone());
+                let deps = emporium_payment::Dependencies {
+                    pool,
+                    nats: connections.nats().clone(),
+                    partitions: settings.partitions,
+                    clock,
+                    provider: Arc::new(simulator),
+                };
+                emporium_payment::run(payment_settings, deps, stop).await?;
+            }
+            Service::Cart => {
+                let cart_settings = emporium_cart::CartSettings::from_source(env)?;
+                let deps = emporium_cart::Dependencies {
+                    nats: connections.nats().clone(),
+                    redis: connections.redis().clone(),
+                    redis_prefix: settings.redis_prefix.clone(),
+                    partitions: settings.partitions,
+                    clock: Arc::new(emporium_nats::SystemClock),
+                };
+                emporium_cart::run(cart_settings, deps, stop).await?;
             }
         }
         Ok(())

@@ -86,6 +86,9 @@ enum ServiceArg {
     Gateway,
     Identity,
     Inventory,
+    Order,
+    Payment,
+    Cart,
 }
 
 impl ServiceArg {
@@ -97,6 +100,9 @@ impl ServiceArg {
             ServiceArg::Identity => Some(host::Service::Identity),
             ServiceArg::Catalog => Some(host::Service::Catalog),
             ServiceArg::Inventory => Some(host::Service::Inventory),
+            ServiceArg::Order => Some(host::Service::Order),
+            ServiceArg::Payment => Some(host::Service::Payment),
+            ServiceArg::Cart => Some(host::Service::Cart),
         }
     }
 }

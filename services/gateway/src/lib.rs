@@ -98,6 +98,8 @@ pub struct Dependencies {
     pub nats: async_nats::Client,
     pub redis: fred::clients::Client,
     pub redis_prefix: String,
+    /// The deployment's partition count: carts and orders are addressed by it.
+    pub partitions: u16,
 }
 
 /// The gateway could not start or stopped with an error.
@@ -146,7 +148,7 @@ impl Gateway {
 }
 
 fn router(settings: &GatewaySettings, deps: Dependencies, readiness: Readiness) -> Router {
-    let services = ServiceCaller::new(deps.nats, settings.service_deadline);
+    let services = ServiceCaller::new(deps.nats, settings.service_deadline).with_partitions(deps.partitions);
     let keys = Arc::new(KeySet::new(services.clone(), settings.jwks_refetch));
     let limiter = RateLimiter::new(deps.redis, deps.redis_prefix, settings.rate_limits);
     let observe = Observe {

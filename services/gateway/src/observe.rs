@@ -163,5 +163,9 @@ fn secure(headers: &mut HeaderMap) {
 
 /// `GET /metrics`.
 pub async fn metrics(State(observe): State<Observe>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], observe.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        format!("{}{}", observe.metrics.render(), emporium_platform::counters::render()),
+    )
+        .into_response()
 }

@@ -7,7 +7,7 @@ use axum::response::{Html, IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{auth, catalog, me};
+use crate::api::{auth, cart, catalog, me, orders};
 use crate::problem::Problem;
 
 #[derive(OpenApi)]
@@ -18,6 +18,8 @@ use crate::problem::Problem;
         me::profile, me::update_profile, me::addresses, me::add_address, me::delete_address, me::user,
         catalog::search, catalog::product, catalog::create_product, catalog::update_product, catalog::delete_product,
         catalog::set_stock, catalog::categories, catalog::create_category,
+        cart::cart, cart::add_item, cart::set_quantity, cart::remove_item, cart::checkout,
+        orders::list, orders::order, orders::cancel,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
@@ -25,6 +27,8 @@ use crate::problem::Problem;
         (name = "auth", description = "Accounts and sessions"),
         (name = "me", description = "The caller's own profile and addresses"),
         (name = "catalog", description = "Products, categories, search and stock"),
+        (name = "cart", description = "The caller's cart and its checkout"),
+        (name = "orders", description = "Orders: status, payment, shipment, timeline; cancellation"),
         (name = "admin", description = "For admins"),
     )
 )]

@@ -34,6 +34,7 @@ async fn spawn_gateway() -> TestGateway {
         nats: connections.nats().clone(),
         redis: connections.redis().clone(),
         redis_prefix: settings.redis_prefix.clone(),
+        partitions: settings.partitions,
     };
     let gateway_settings = GatewaySettings::from_source(|_| None).unwrap();
     let gateway =

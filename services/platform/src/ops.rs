@@ -1,5 +1,5 @@
-//! `/healthz` and `/readyz`, served by every process on its ops address (and by
-//! the gateway on its public one).
+//! `/healthz`, `/readyz` and the process's counters at `/metrics`, served by
+//! every process on its ops address (the probes also by the gateway on its public one).
 //!
 //! `/healthz` answers 200 while the process runs. `/readyz` answers 200 only when
 //! every registered probe passes and the process is not draining, so a load
@@ -83,9 +83,13 @@ impl Readiness {
     }
 }
 
-/// The two ops routes, for merging into any router.
+/// The two probe routes, for merging into any router.
 pub fn routes(readiness: Readiness) -> Router {
     Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(readiness)
+}
+
+async fn counters() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::counters::render()).into_response()
 }
 
 async fn healthz() -> Response {
@@ -116,7 +120,8 @@ pub async fn serve(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let server = axum::serve(listener, routes(readiness)).with_graceful_shutdown(shutdown.cancelled_owned());
+    let app = routes(readiness).route("/metrics", get(counters));
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
     Ok((bound, tokio::spawn(async move { server.await })))
 }
 

@@ -2,13 +2,15 @@
 //! one command to the owning service over NATS and its reply into HTTP.
 
 pub mod auth;
+pub mod cart;
 pub mod catalog;
 pub mod me;
+pub mod orders;
 
 use axum::Router;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use emporium_nats::Caller as ServiceCaller;
-use emporium_schemas::{Command, CommandEnvelope, Principal, Reply};
+use emporium_schemas::{Command, CommandEnvelope, EntityKey, Principal, Reply};
 use serde::de::DeserializeOwned;
 
 use crate::extract::RequestId;
@@ -29,7 +31,26 @@ impl ApiState {
         request_id: &RequestId,
         data: C,
     ) -> Result<A, Problem> {
-        let command = CommandEnvelope::new(None, principal, data);
+        self.send(CommandEnvelope::new(None, principal, data), request_id).await
+    }
+
+    /// Like [`call`](Self::call), for an entity's command: it reaches the
+    /// owner of `key`'s partition (one cart, one order).
+    pub async fn call_entity<C: Command, A: DeserializeOwned>(
+        &self,
+        principal: Principal,
+        key: impl Into<EntityKey>,
+        request_id: &RequestId,
+        data: C,
+    ) -> Result<A, Problem> {
+        self.send(CommandEnvelope::new(Some(key.into()), Some(principal), data), request_id).await
+    }
+
+    async fn send<C: Command, A: DeserializeOwned>(
+        &self,
+        command: CommandEnvelope<C>,
+        request_id: &RequestId,
+    ) -> Result<A, Problem> {
         match self.services.call::<C, A>(&command, &request_id.0).await? {
             Reply::Ok(answer) => Ok(answer),
             Reply::Error(error) => Err(error.into()),
@@ -55,5 +76,12 @@ pub fn routes(state: ApiState) -> Router {
         )
         .route("/api/v1/products/{id}/stock", put(catalog::set_stock))
         .route("/api/v1/categories", get(catalog::categories).post(catalog::create_category))
+        .route("/api/v1/cart", get(cart::cart))
+        .route("/api/v1/cart/items", post(cart::add_item))
+        .route("/api/v1/cart/items/{product_id}", patch(cart::set_quantity).delete(cart::remove_item))
+        .route("/api/v1/cart/checkout", post(cart::checkout))
+        .route("/api/v1/orders", get(orders::list))
+        .route("/api/v1/orders/{id}", get(orders::order))
+        .route("/api/v1/orders/{id}/cancel", post(orders::cancel))
         .with_state(state)
 }

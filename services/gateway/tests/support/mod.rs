@@ -13,11 +13,20 @@ use emporium_identity::{Dependencies as IdentityDeps, IdentitySettings};
 use emporium_nats::{Topology, provision};
 use emporium_platform::Readiness;
 use emporium_platform::settings::Environment;
-use emporium_schemas::CommandEnvelope;
+use std::sync::Arc;
+
+use emporium_nats::{ManualClock, SharedClock};
+use emporium_order::OrderSettings;
+use emporium_payment::PaymentSettings;
+use emporium_payment::simulator::{Simulator, SimulatorConfig};
+use emporium_schemas::commands::cart::GetCart;
 use emporium_schemas::commands::catalog::ListCategories;
 use emporium_schemas::commands::identity::GetKeys;
 use emporium_schemas::commands::inventory::GetStock;
+use emporium_schemas::commands::order::{GetOrder, ListOrders};
+use emporium_schemas::values::OrderId;
 use emporium_schemas::values::ProductId;
+use emporium_schemas::{CommandEnvelope, EntityKey};
 use emporium_test_harness::{TestDatabase, TestNats, TestRedis};
 use reqwest::{Method, RequestBuilder, Response};
 use secrecy::SecretString;
@@ -26,6 +35,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub const PASSWORD: &str = "correct horse battery";
+
+/// The checkout's services as a test sees them.
+pub struct Commerce {
+    /// Order's and payment's time (and the simulated provider's).
+    pub clock: Arc<ManualClock>,
+    pub simulator: Arc<Simulator>,
+    pub order_db: TestDatabase,
+    pub payment_db: TestDatabase,
+}
 
 pub struct Stack {
     pub base: String,
@@ -37,6 +55,9 @@ pub struct Stack {
     identity: Option<JoinHandle<Result<(), emporium_identity::IdentityError>>>,
     gateway_stop: CancellationToken,
     catalog_stop: CancellationToken,
+    commerce_stop: CancellationToken,
+    /// Order, payment and cart, once started.
+    pub commerce: Option<Commerce>,
     pub catalog_db: Option<TestDatabase>,
     pub inventory_db: Option<TestDatabase>,
     pub nats: TestNats,
@@ -46,14 +67,19 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start() -> Self {
-        Self::with(|_, _| {}).await
+        Box::pin(Self::with(|_, _| {})).await
     }
 
     /// A stack whose settings `adjust` may change first.
     pub async fn with(adjust: impl FnOnce(&mut IdentitySettings, &mut GatewaySettings)) -> Self {
         let nats = TestNats::start().await.unwrap();
-        let subscriptions =
-            emporium_catalog::subscriptions().into_iter().chain(emporium_inventory::subscriptions()).collect();
+        let subscriptions = [
+            emporium_catalog::subscriptions(),
+            emporium_inventory::subscriptions(),
+            emporium_order::subscriptions(),
+            emporium_payment::subscriptions(),
+        ]
+        .concat();
         provision(&async_nats::jetstream::new(nats.client().clone()), &Topology::new(1, subscriptions)).await.unwrap();
         let redis = TestRedis::connect().await.unwrap();
         let db = TestDatabase::create().await.unwrap();
@@ -71,6 +97,7 @@ impl Stack {
             nats: nats.client().clone(),
             redis: redis.client().clone(),
             redis_prefix: redis.prefix().to_owned(),
+            partitions: 1,
         };
         let gateway =
             Gateway::bind("127.0.0.1:0".parse().unwrap(), &gateway_settings, gateway_deps, Readiness::default())
@@ -89,6 +116,8 @@ impl Stack {
             identity: None,
             gateway_stop,
             catalog_stop: CancellationToken::new(),
+            commerce_stop: CancellationToken::new(),
+            commerce: None,
             catalog_db: None,
             inventory_db: None,
             nats,
@@ -129,8 +158,9 @@ impl Stack {
 
     /// A stack with the catalog and inventory running too.
     pub async fn with_catalog() -> Self {
-        let mut stack = Self::start().await;
-        stack.start_catalog().await;
+        // Boxed: the stack is large, and so would every caller's future be.
+        let mut stack = Box::pin(Self::start()).await;
+        Box::pin(stack.start_catalog()).await;
         stack
     }
 
@@ -165,6 +195,74 @@ impl Stack {
         })
         .await;
         assert!(up, "catalog or inventory never answered");
+    }
+
+    /// A stack with every service of a checkout: catalog, inventory, order,
+    /// payment (against the simulated provider) and cart. Order and payment
+    /// read the test's [`ManualClock`], so deadlines pass when the test says;
+    /// `adjust` may change their settings first.
+    pub async fn with_commerce(adjust: impl FnOnce(&mut OrderSettings, &mut PaymentSettings)) -> Self {
+        let mut stack = Self::with_catalog().await;
+        let clock = Arc::new(ManualClock::at(chrono::Utc::now()));
+        let mut order_settings = OrderSettings::from_source(|_| None).unwrap();
+        order_settings.sweep_every = Duration::from_millis(25);
+        let mut payment_settings = PaymentSettings::from_source(|_| None).unwrap();
+        payment_settings.provider_latency = Duration::from_millis(2);
+        payment_settings.provider_timeout = Duration::from_millis(300);
+        payment_settings.recovery_every = Duration::from_millis(25);
+        payment_settings.retry_backoff = Duration::from_millis(10);
+        adjust(&mut order_settings, &mut payment_settings);
+
+        let (order_db, payment_db) = (TestDatabase::create().await.unwrap(), TestDatabase::create().await.unwrap());
+        let shared: SharedClock = clock.clone();
+        let order = emporium_order::Dependencies {
+            pool: order_db.pool().clone(),
+            nats: stack.nats.client().clone(),
+            partitions: 1,
+            clock: shared.clone(),
+        };
+        tokio::spawn(emporium_order::run(order_settings, order, stack.commerce_stop.clone()));
+        let simulator = Arc::new(Simulator::new(SimulatorConfig::from(&payment_settings), shared.clone()));
+        let payment = emporium_payment::Dependencies {
+            pool: payment_db.pool().clone(),
+            nats: stack.nats.client().clone(),
+            partitions: 1,
+            clock: shared.clone(),
+            provider: simulator.clone(),
+        };
+        tokio::spawn(emporium_payment::run(payment_settings, payment, stack.commerce_stop.clone()));
+        let cart = emporium_cart::Dependencies {
+            nats: stack.nats.client().clone(),
+            redis: stack.redis.client().clone(),
+            redis_prefix: stack.redis.prefix().to_owned(),
+            partitions: 1,
+            clock: shared,
+        };
+        let cart_settings = emporium_cart::CartSettings::from_source(|_| None).unwrap();
+        tokio::spawn(emporium_cart::run(cart_settings, cart, stack.commerce_stop.clone()));
+
+        // Any reply (even "sign in first") means the service is subscribed.
+        let caller = emporium_nats::Caller::new(stack.nats.client().clone(), Duration::from_millis(500));
+        let up = emporium_test_harness::eventually(Duration::from_secs(20), || {
+            let caller = caller.clone();
+            async move {
+                let key = Some(EntityKey::from(uuid::Uuid::now_v7()));
+                let orders = CommandEnvelope::new(None, None, ListOrders::default());
+                let one = CommandEnvelope::new(key.clone(), None, GetOrder { order_id: OrderId::new_v7() });
+                let cart = CommandEnvelope::new(key, None, GetCart {});
+                caller.call::<_, Value>(&orders, "probe").await.is_ok()
+                    && caller.call::<_, Value>(&one, "probe").await.is_ok()
+                    && caller.call::<_, Value>(&cart, "probe").await.is_ok()
+            }
+        })
+        .await;
+        assert!(up, "order or cart never answered");
+        stack.commerce = Some(Commerce { clock, simulator, order_db, payment_db });
+        stack
+    }
+
+    pub fn commerce(&self) -> &Commerce {
+        self.commerce.as_ref().expect("started with_commerce")
     }
 
     /// Starts a second catalog instance on the same database: the two share
@@ -278,6 +376,7 @@ impl Drop for Stack {
         self.identity_stop.cancel();
         self.gateway_stop.cancel();
         self.catalog_stop.cancel();
+        self.commerce_stop.cancel();
     }
 }
 

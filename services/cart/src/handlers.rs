@@ -1,0 +1,383 @@
+//! The answers to `cmd.cart.*`: reading and editing a cart, and checkout.
+//!
+//! Every cart command is partition-addressed and keyed by its owner's id.
+//! What needs I/O happens here, around the cart's actor: the catalog is asked
+//! about a product before the line reaches the actor, and a checkout places
+//! its order between two of the actor's decisions (freeze, then complete or
+//! thaw), so the actor is never held while another service answers.
+//!
+//! Answers are read from Redis after the actor decided (the host hands back
+//! events, not state), and `get` reads Redis without the actor at all: a
+//! stored cart is always whole, so reads never wait behind edits.
+//!
+//! All five commands are served by one request loop
+//! (`emporium_nats::rpc::answer_requests`), so one in-flight bound covers
+//! them together.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use emporium_actors::commands::host_error;
+use emporium_actors::{EntityHost, HostError, StoreError, Versioned};
+use emporium_nats::rpc::{answer_requests, encode_reply};
+use emporium_nats::{Caller, ServeConfig, SharedClock};
+use emporium_schemas::commands::cart::{AddItem, CartView, Checkout, GetCart, RemoveItem, SetQuantity};
+use emporium_schemas::commands::order::{OrderAccepted, PlaceOrder};
+use emporium_schemas::values::{Text, UserId};
+use emporium_schemas::{
+    Command, CommandEnvelope, EntityKey, ErrorKind, MessageId, Partition, Principal, Reply, ReplyError,
+};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::catalog::ProductCatalog;
+use crate::domain::{
+    Cart, CartCommand, CartEvent, CartState, CheckoutRequest, CheckoutStatus, FrozenCheckout, Refusal, is_stale, view,
+};
+use crate::store::RedisStore;
+
+/// Everything the answers share.
+#[derive(Debug)]
+pub struct Carts {
+    pub host: EntityHost<Cart>,
+    pub store: RedisStore,
+    pub catalog: ProductCatalog,
+    /// Sends `cmd.order.place`, waiting at most the order timeout.
+    pub orders: Caller,
+    pub clock: SharedClock,
+    /// A checkout frozen longer than this is resolved by the cart's next command.
+    pub freeze_for: Duration,
+    pub partitions: u16,
+}
+
+/// Who a command comes from: a signed-in customer, owner of the cart it is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Customer {
+    pub user: UserId,
+    pub principal: Principal,
+    /// Carried into the order a checkout places.
+    pub correlation_id: Uuid,
+    pub request_id: MessageId,
+}
+
+/// How the order service took a checkout's order.
+#[derive(Debug)]
+enum Placement {
+    /// The order exists (made now, or before under the same key and body).
+    Accepted(OrderAccepted),
+    /// The order service refused it for good (a product gone, the key reused).
+    Refused(ReplyError),
+    /// No answer, or one that does not say whether the order exists.
+    Unknown(String),
+}
+
+/// Which command a subject carries.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    GetCart,
+    AddItem,
+    SetQuantity,
+    RemoveItem,
+    Checkout,
+}
+
+/// Answers the cart's commands on every partition until `stop`, then lets the
+/// requests in flight finish.
+pub async fn serve(
+    carts: Arc<Carts>,
+    nats: async_nats::Client,
+    config: ServeConfig,
+    stop: CancellationToken,
+) -> Result<(), async_nats::SubscribeError> {
+    let ops = [
+        (Op::GetCart, GetCart::TYPE),
+        (Op::AddItem, AddItem::TYPE),
+        (Op::SetQuantity, SetQuantity::TYPE),
+        (Op::RemoveItem, RemoveItem::TYPE),
+        (Op::Checkout, Checkout::TYPE),
+    ];
+    let mut routes = HashMap::new();
+    let mut subscriptions = Vec::new();
+    for partition in Partition::all(carts.partitions) {
+        for (op, command) in ops {
+            let subject = command.subject(Some(partition));
+            subscriptions.push(nats.subscribe(subject.clone()).await?);
+            routes.insert(subject, (op, partition));
+        }
+    }
+    answer_requests(nats, subscriptions, config, stop, move |subject, payload| {
+        let (op, partition) = *routes.get(subject)?;
+        let (carts, payload) = (carts.clone(), payload.to_vec());
+        Some(Box::pin(async move { carts.answer(op, partition, &payload).await }))
+    })
+    .await;
+    Ok(())
+}
+
+fn reply<A: Serialize>(result: Result<A, ReplyError>) -> Vec<u8> {
+    encode_reply(&match result {
+        Ok(answer) => Reply::Ok(answer),
+        Err(error) => Reply::Error(error),
+    })
+}
+
+fn internal(error: &dyn std::fmt::Display) -> ReplyError {
+    tracing::error!(%error, "cart command failed");
+    ReplyError::new(ErrorKind::Internal, "the request could not be completed")
+}
+
+fn unavailable(what: &str) -> ReplyError {
+    ReplyError::new(ErrorKind::Overloaded, format!("{what}; try again shortly")).retry_after(1)
+}
+
+/// A refusal or failure of the cart's actor, as the caller is told it.
+fn refused(error: HostError<Refusal>) -> ReplyError {
+    let refusal = match error {
+        HostError::Rejected(refusal) => refusal,
+        HostError::Store(StoreError::Conflict { .. }) => {
+            return ReplyError::new(ErrorKind::Conflict, "the cart kept changing meanwhile; try again");
+        }
+        HostError::Store(StoreError::Unavailable(reason)) => {
+            tracing::warn!(%reason, "cart storage unavailable");
+            return unavailable("carts are unavailable");
+        }
+        other => return host_error(&other),
+    };
+    let message = refusal.to_string();
+    match refusal {
+        Refusal::CheckoutInProgress => ReplyError::new(ErrorKind::Conflict, message),
+        Refusal::NotInCart => ReplyError::new(ErrorKind::NotFound, message),
+        Refusal::QuantityAboveLimit => ReplyError::invalid("quantity", message),
+        Refusal::NoSuchProduct => ReplyError::invalid("product_id", message),
+        Refusal::TooManyLines | Refusal::EmptyCart => ReplyError::invalid("cart", message),
+        Refusal::KeyReused => ReplyError::invalid("idempotency_key", message),
+    }
+}
+
+fn unreadable(error: &StoreError) -> ReplyError {
+    tracing::warn!(%error, "cart not readable");
+    unavailable("carts are unavailable")
+}
+
+impl Carts {
+    async fn answer(&self, op: Op, partition: Partition, payload: &[u8]) -> Vec<u8> {
+        match op {
+            Op::GetCart => reply(self.answer_get(partition, payload).await),
+            Op::AddItem => reply(self.answer_add(partition, payload).await),
+            Op::SetQuantity => reply(self.answer_set(partition, payload).await),
+            Op::RemoveItem => reply(self.answer_remove(partition, payload).await),
+            Op::Checkout => reply(self.answer_checkout(partition, payload).await),
+        }
+    }
+
+    async fn answer_get(&self, partition: Partition, payload: &[u8]) -> Result<CartView, ReplyError> {
+        let (customer, GetCart {}) = self.open(partition, payload)?;
+        self.cart(&customer).await
+    }
+
+    async fn answer_add(&self, partition: Partition, payload: &[u8]) -> Result<CartView, ReplyError> {
+        let (customer, item) = self.open(partition, payload)?;
+        self.add_item(&customer, item).await
+    }
+
+    async fn answer_set(&self, partition: Partition, payload: &[u8]) -> Result<CartView, ReplyError> {
+        let (customer, change) = self.open(partition, payload)?;
+        self.set_quantity(&customer, change).await
+    }
+
+    async fn answer_remove(&self, partition: Partition, payload: &[u8]) -> Result<CartView, ReplyError> {
+        let (customer, RemoveItem { product_id }) = self.open(partition, payload)?;
+        self.edit(&customer, CartCommand::RemoveItem { product_id }).await
+    }
+
+    async fn answer_checkout(&self, partition: Partition, payload: &[u8]) -> Result<OrderAccepted, ReplyError> {
+        let (customer, checkout) = self.open(partition, payload)?;
+        self.checkout(&customer, checkout).await
+    }
+
+    /// Decodes a command that arrived on `partition`'s subject: its key must
+    /// belong there (else it reached the wrong owner), and its sender must be
+    /// signed in and own the cart the key names.
+    fn open<C: Command>(&self, partition: Partition, payload: &[u8]) -> Result<(Customer, C), ReplyError> {
+        let envelope = CommandEnvelope::<C>::from_json(payload)
+            .map_err(|error| ReplyError::new(ErrorKind::Invalid, error.to_string()))?;
+        let Some(key) = &envelope.key else {
+            return Err(ReplyError::invalid("key", "a cart command is keyed by its owner's id"));
+        };
+        if Partition::of(key, self.partitions) != partition {
+            return Err(ReplyError::invalid("key", format!("cart {key} is not served on partition {partition}")));
+        }
+        let principal = envelope.signed_in()?;
+        let user = UserId::try_from(key.as_str().to_owned())
+            .map_err(|_| ReplyError::invalid("key", "a cart's key is its owner's user id"))?;
+        if principal.user_id != user {
+            return Err(ReplyError::new(ErrorKind::Forbidden, "a cart is for its owner only"));
+        }
+        let customer = Customer { user, principal, correlation_id: envelope.correlation_id, request_id: envelope.id };
+        Ok((customer, envelope.data))
+    }
+
+    async fn read(&self, customer: &Customer) -> Result<Versioned<CartState>, ReplyError> {
+        self.store.read(&customer.user).await.map_err(|error| unreadable(&error))
+    }
+
+    /// The cart, after resolving a checkout frozen too long.
+    pub async fn cart(&self, customer: &Customer) -> Result<CartView, ReplyError> {
+        let cart = self.read(customer).await?;
+        let Some(frozen) = &cart.state.checkout else { return Ok(view(&cart)) };
+        if self.resolve_if_stale(customer, frozen).await? {
+            return Ok(view(&self.read(customer).await?));
+        }
+        Ok(view(&cart))
+    }
+
+    pub async fn add_item(&self, customer: &Customer, item: AddItem) -> Result<CartView, ReplyError> {
+        let listing = self.catalog.listing(item.product_id, customer.principal).await?;
+        let command = CartCommand::AddItem { product_id: item.product_id, quantity: item.quantity, listing };
+        self.edit(customer, command).await
+    }
+
+    pub async fn set_quantity(&self, customer: &Customer, change: SetQuantity) -> Result<CartView, ReplyError> {
+        let listing = self.catalog.listing(change.product_id, customer.principal).await?;
+        let command = CartCommand::SetQuantity { product_id: change.product_id, quantity: change.quantity, listing };
+        self.edit(customer, command).await
+    }
+
+    async fn edit(&self, customer: &Customer, command: CartCommand) -> Result<CartView, ReplyError> {
+        self.decide(customer, command).await?;
+        Ok(view(&self.read(customer).await?))
+    }
+
+    /// Has the cart's actor decide on `command`. Refused because a checkout
+    /// is in progress, it resolves that checkout if it is stale and asks once more.
+    async fn decide(&self, customer: &Customer, command: CartCommand) -> Result<Vec<CartEvent>, ReplyError> {
+        let outcome = self.host.send(customer.user, command.clone()).await;
+        if matches!(outcome, Err(HostError::Rejected(Refusal::CheckoutInProgress))) {
+            let cart = self.read(customer).await?;
+            if let Some(frozen) = &cart.state.checkout
+                && self.resolve_if_stale(customer, frozen).await?
+            {
+                return self.host.send(customer.user, command).await.map_err(refused);
+            }
+        }
+        outcome.map_err(refused)
+    }
+
+    /// Tells the actor how a checkout ended (complete or thaw).
+    async fn conclude(&self, customer: &Customer, command: CartCommand) -> Result<(), ReplyError> {
+        self.host.send(customer.user, command).await.map(drop).map_err(refused)
+    }
+
+    /// If `frozen` has waited longer than the freeze limit, its placement was
+    /// lost: places its order again (the same order id, so an order that
+    /// exists is only found), then completes or thaws the cart. Returns
+    /// whether the cart changed; an order service that still does not answer
+    /// leaves the cart frozen.
+    async fn resolve_if_stale(&self, customer: &Customer, frozen: &FrozenCheckout) -> Result<bool, ReplyError> {
+        if !is_stale(frozen, self.clock.now(), self.freeze_for) {
+            return Ok(false);
+        }
+        let (order_id, idempotency_key) = (frozen.request.order_id, frozen.request.idempotency_key.clone());
+        match self.place(customer, frozen).await {
+            Placement::Accepted(_) => {
+                tracing::info!(cart.id = %customer.user, order.id = %order_id, "stale checkout completed");
+                self.conclude(customer, CartCommand::CompleteCheckout { idempotency_key }).await?;
+            }
+            Placement::Refused(refusal) => {
+                tracing::info!(cart.id = %customer.user, order.id = %order_id, %refusal, "stale checkout thawed");
+                self.conclude(customer, CartCommand::ThawCheckout { idempotency_key }).await?;
+            }
+            Placement::Unknown(reason) => {
+                tracing::warn!(cart.id = %customer.user, order.id = %order_id, %reason, "stale checkout still unresolved");
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Freezes the cart for this checkout, places its order, then completes
+    /// the checkout (the cart empties only once the order exists) or thaws it
+    /// if the order was refused. With no answer from the order service the
+    /// cart stays frozen: a retry with the same key resumes it.
+    pub async fn checkout(&self, customer: &Customer, checkout: Checkout) -> Result<OrderAccepted, ReplyError> {
+        let request = CheckoutRequest {
+            order_id: checkout.order_id(&customer.user),
+            request_digest: Text::try_from(checkout.request_digest()).map_err(|error| internal(&error))?,
+            idempotency_key: checkout.idempotency_key,
+            shipping_address: checkout.shipping_address,
+            payment_method: checkout.payment_method,
+        };
+        let key = request.idempotency_key.clone();
+        let events = self.decide(customer, CartCommand::BeginCheckout { request, at: self.clock.now() }).await?;
+        let begun = events.into_iter().find_map(|event| match event {
+            CartEvent::CheckoutBegun(frozen) => Some(frozen),
+            _ => None,
+        });
+        let frozen = match begun {
+            Some(frozen) => frozen,
+            // A retry: the cart says whether it resumes or repeats an answer.
+            None => match self.read(customer).await?.state.checkout_status(&key) {
+                CheckoutStatus::Frozen(frozen) => frozen.clone(),
+                CheckoutStatus::Completed(done) => return Ok(OrderAccepted { order_id: done.order_id }),
+                CheckoutStatus::Unknown => {
+                    return Err(ReplyError::new(ErrorKind::Conflict, "this checkout ended meanwhile; try again"));
+                }
+            },
+        };
+        match self.place(customer, &frozen).await {
+            Placement::Accepted(accepted) => {
+                if let Err(error) =
+                    self.conclude(customer, CartCommand::CompleteCheckout { idempotency_key: key }).await
+                {
+                    // The order exists: say so. The cart stays frozen until a retry or its next command completes it.
+                    tracing::warn!(cart.id = %customer.user, order.id = %accepted.order_id, %error, "checkout not completed");
+                }
+                Ok(accepted)
+            }
+            Placement::Refused(refusal) => {
+                if let Err(error) = self.conclude(customer, CartCommand::ThawCheckout { idempotency_key: key }).await {
+                    tracing::warn!(cart.id = %customer.user, %error, "refused checkout not thawed");
+                }
+                Err(refusal)
+            }
+            Placement::Unknown(reason) => {
+                tracing::warn!(cart.id = %customer.user, order.id = %frozen.request.order_id, %reason, "order placement unanswered");
+                Err(unavailable("the order could not be placed yet; retry with the same idempotency key"))
+            }
+        }
+    }
+
+    /// Sends the frozen checkout's order to `cmd.order.place`.
+    async fn place(&self, customer: &Customer, frozen: &FrozenCheckout) -> Placement {
+        let request = &frozen.request;
+        let order = PlaceOrder {
+            order_id: request.order_id,
+            customer_id: customer.user,
+            idempotency_key: request.idempotency_key.clone(),
+            request_digest: request.request_digest.clone(),
+            lines: frozen.lines.clone(),
+            shipping_address: request.shipping_address.clone(),
+            payment_method: request.payment_method.clone(),
+        };
+        let key = EntityKey::from(*request.order_id.as_uuid());
+        let mut envelope = CommandEnvelope::new(Some(key), Some(customer.principal), order);
+        envelope.correlation_id = customer.correlation_id;
+        match self.orders.call::<PlaceOrder, OrderAccepted>(&envelope, &customer.request_id.to_string()).await {
+            Ok(Reply::Ok(accepted)) => Placement::Accepted(accepted),
+            Ok(Reply::Error(refusal)) => match refusal.kind {
+                ErrorKind::Invalid
+                | ErrorKind::Conflict
+                | ErrorKind::NotFound
+                | ErrorKind::Forbidden
+                | ErrorKind::Unauthenticated => Placement::Refused(refusal),
+                // Shed, or failed inside: whether the order exists is not known.
+                ErrorKind::Overloaded | ErrorKind::RateLimited | ErrorKind::Internal => {
+                    Placement::Unknown(refusal.to_string())
+                }
+            },
+            Err(error) => Placement::Unknown(error.to_string()),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! `/orders`: what customers bought, what sellers sold (their lines only),
+//! everything for admins; one order's status, payment, shipment and
+//! timeline; and cancelling before shipment.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use emporium_schemas::ReplyError;
+use emporium_schemas::commands::order::{CancelOrder, GetOrder, ListOrders, OrderPage, OrderView};
+use emporium_schemas::events::order::OrderStatus;
+use emporium_schemas::values::OrderId;
+use uuid::Uuid;
+
+use super::ApiState;
+use crate::extract::{AppPath, Caller, RequestId};
+use crate::problem::Problem;
+
+/// The orders the caller may see, newest first.
+#[utoipa::path(get, path = "/api/v1/orders", tag = "orders", security(("bearer" = [])), params(ListOrders),
+    responses(
+        (status = 200, description = "One page; pass `next_cursor` as `cursor` for the next", body = OrderPage),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A parameter breaks a rule; `field` names it", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list(
+    State(api): State<ApiState>,
+    request_id: RequestId,
+    Caller(principal): Caller,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<axum::Json<OrderPage>, Problem> {
+    let query = list_from(&params)?;
+    Ok(axum::Json(api.call(Some(principal), &request_id, query).await?))
+}
+
+/// Reads the query parameters one by one, so a bad one is named.
+fn list_from(params: &HashMap<String, String>) -> Result<ListOrders, Problem> {
+    let given = |name: &str| params.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let status = match given("status") {
+        None => None,
+        Some(text) => {
+            Some(serde_json::from_value::<OrderStatus>(serde_json::Value::String(text.to_owned())).map_err(|_| {
+                ReplyError::invalid(
+                    "status",
+                    "must be one of pending, reserved, confirmed, shipped, delivered, cancelled",
+                )
+            })?)
+        }
+    };
+    let limit = match given("limit") {
+        None => None,
+        Some(text) => {
+            Some(text.parse().map_err(|_| ReplyError::invalid("limit", format!("must be 1 to 100, got {text:?}")))?)
+        }
+    };
+    Ok(ListOrders { status, cursor: given("cursor").map(str::to_owned), limit })
+}
+
+/// One order as the caller may see it (404 if it is not theirs to see).
+#[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The order", body = OrderView),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or not yours", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn order(
+    State(api): State<ApiState>,
+    request_id: RequestId,
+    Caller(principal): Caller,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<axum::Json<OrderView>, Problem> {
+    let command = GetOrder { order_id: OrderId::from_uuid(id) };
+    Ok(axum::Json(api.call_entity(principal, id, &request_id, command).await?))
+}
+
+/// Cancel an order before it ships (its customer, or an admin): stock is
+/// released and the payment voided or refunded.
+#[utoipa::path(post, path = "/api/v1/orders/{id}/cancel", tag = "orders", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The cancelled order", body = OrderView),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the order's customer", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or not yours", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already shipped", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn cancel(
+    State(api): State<ApiState>,
+    request_id: RequestId,
+    Caller(principal): Caller,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<axum::Json<OrderView>, Problem> {
+    let command = CancelOrder { order_id: OrderId::from_uuid(id) };
+    Ok(axum::Json(api.call_entity(principal, id, &request_id, command).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn given_bad_parameters_when_read_then_each_is_named() {
+        for (name, value) in [("status", "lost"), ("limit", "many"), ("limit", "-3")] {
+            let problem = list_from(&params(&[(name, value)])).unwrap_err();
+            assert_eq!(problem.field.as_deref(), Some(name), "{name}={value}");
+        }
+        let query = list_from(&params(&[("status", "confirmed"), ("limit", "5")])).unwrap();
+        assert_eq!((query.status, query.limit), (Some(OrderStatus::Confirmed), Some(5)));
+    }
+}

@@ -1,0 +1,646 @@
+//! Payment's Postgres tables: payments (with their lines), provider
+//! attempts, and the journal. Runtime queries. A payment row is always
+//! locked before its attempts, in every transaction, so none can deadlock
+//! another.
+
+use chrono::{DateTime, Utc};
+use emporium_schemas::values::{Currency, MinorUnits, Money, OrderId, PaymentId, PaymentMethod, ProductId, UserId};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use crate::domain::{self, Operation, Status};
+use crate::journal::{Account, EntryKind, JournalEntry, JournalError, Posting, SaleLine};
+use crate::provider::ProviderRef;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("a stored value is not valid: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Runs payment's migrations and the messaging tables' (outbox, inbox).
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    sqlx::migrate!("./migrations").run(pool).await?;
+    emporium_nats::outbox::migrate(pool).await
+}
+
+fn money(amount: i64, currency: String) -> Result<Money, StoreError> {
+    let amount = MinorUnits::try_from(amount).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let currency = Currency::try_from(currency).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(Money { amount, currency })
+}
+
+fn method(token: String) -> Result<PaymentMethod, StoreError> {
+    PaymentMethod::try_from(token).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// What was ordered: known once the placement was seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ordered {
+    pub customer: UserId,
+    pub amount: Money,
+    pub method: PaymentMethod,
+}
+
+/// A locked payment row.
+#[derive(Debug, Clone)]
+pub struct PaymentRow {
+    pub payment_id: PaymentId,
+    pub order_id: OrderId,
+    pub status: Status,
+    /// The number of `payment.*` events emitted so far.
+    pub version: i64,
+    pub cancel_requested: bool,
+    /// An attempt is started or of unknown outcome.
+    pub call_in_flight: bool,
+    /// Absent only for a cancellation seen before its placement.
+    pub ordered: Option<Ordered>,
+    pub correlation_id: Uuid,
+    pub authorization_ref: Option<ProviderRef>,
+    pub capture_ref: Option<ProviderRef>,
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+impl PaymentRow {
+    /// The payment as the rules see it.
+    pub fn rules(&self) -> domain::Payment {
+        domain::Payment {
+            status: self.status,
+            cancel_requested: self.cancel_requested,
+            call_in_flight: self.call_in_flight,
+        }
+    }
+
+    fn from_row(row: &PgRow) -> Result<Self, StoreError> {
+        let status: String = row.try_get("status")?;
+        let status = Status::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("payment status {status}")))?;
+        let customer: Option<Uuid> = row.try_get("customer_id")?;
+        let amount: Option<i64> = row.try_get("amount")?;
+        let currency: Option<String> = row.try_get("currency")?;
+        let token: Option<String> = row.try_get("payment_method")?;
+        let ordered = match (customer, amount, currency, token) {
+            (Some(customer), Some(amount), Some(currency), Some(token)) => Some(Ordered {
+                customer: UserId::from_uuid(customer),
+                amount: money(amount, currency)?,
+                method: method(token)?,
+            }),
+            _ => None,
+        };
+        let reference = |column: &str| -> Result<Option<ProviderRef>, sqlx::Error> {
+            Ok(row.try_get::<Option<String>, _>(column)?.map(ProviderRef))
+        };
+        Ok(Self {
+            payment_id: PaymentId::from_uuid(row.try_get("payment_id")?),
+            order_id: OrderId::from_uuid(row.try_get("order_id")?),
+            status,
+            version: row.try_get("version")?,
+            cancel_requested: row.try_get("cancel_requested")?,
+            call_in_flight: row.try_get("call_in_flight")?,
+            ordered,
+            correlation_id: row.try_get("correlation_id")?,
+            authorization_ref: reference("authorization_ref")?,
+            capture_ref: reference("capture_ref")?,
+            retry_at: row.try_get("retry_at")?,
+        })
+    }
+}
+
+const PAYMENT_COLUMNS: &str = "payment_id, order_id, status, version, cancel_requested, customer_id, amount, currency,
+    payment_method, correlation_id, authorization_ref, capture_ref, retry_at,
+    EXISTS (SELECT 1 FROM provider_attempts a
+            WHERE a.payment_id = payments.payment_id AND a.status IN ('started', 'unknown')) AS call_in_flight";
+
+/// Locks and reads the payment of `order`.
+pub async fn lock_payment_by_order(tx: &mut PgConnection, order: OrderId) -> Result<Option<PaymentRow>, StoreError> {
+    let query = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1 FOR UPDATE");
+    let row = sqlx::query(sqlx::AssertSqlSafe(query)).bind(order.as_uuid()).fetch_optional(tx).await?;
+    row.as_ref().map(PaymentRow::from_row).transpose()
+}
+
+/// Locks and reads a payment.
+pub async fn lock_payment(tx: &mut PgConnection, payment: PaymentId) -> Result<Option<PaymentRow>, StoreError> {
+    let query = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE payment_id = $1 FOR UPDATE");
+    let row = sqlx::query(sqlx::AssertSqlSafe(query)).bind(payment.as_uuid()).fetch_optional(tx).await?;
+    row.as_ref().map(PaymentRow::from_row).transpose()
+}
+
+/// An order's payment as it is now, without locking (tests, operators).
+pub async fn payment_of(pool: &PgPool, order: OrderId) -> Result<Option<PaymentRow>, StoreError> {
+    let query = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(query)).bind(order.as_uuid()).fetch_optional(pool).await?;
+    row.as_ref().map(PaymentRow::from_row).transpose()
+}
+
+/// An order line, as the ledger will split it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewLine {
+    pub product: ProductId,
+    pub seller: UserId,
+    pub quantity: u32,
+    pub unit_price: i64,
+}
+
+/// A payment recorded from `order.placed`.
+#[derive(Debug, Clone)]
+pub struct NewPayment {
+    pub payment_id: PaymentId,
+    pub order_id: OrderId,
+    pub ordered: Ordered,
+    pub lines: Vec<NewLine>,
+    pub correlation_id: Uuid,
+}
+
+/// Records a payment awaiting stock, unless the order has one. Returns whether it was new.
+pub async fn insert_payment(
+    tx: &mut PgConnection,
+    payment: &NewPayment,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO payments (payment_id, order_id, status, customer_id, amount, currency, payment_method,
+                               correlation_id, created_at, updated_at)
+         VALUES ($1, $2, 'awaiting_stock', $3, $4, $5, $6, $7, $8, $8)
+         ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(payment.payment_id.as_uuid())
+    .bind(payment.order_id.as_uuid())
+    .bind(payment.ordered.customer.as_uuid())
+    .bind(payment.ordered.amount.amount.get())
+    .bind(payment.ordered.amount.currency.as_str())
+    .bind(payment.ordered.method.as_str())
+    .bind(payment.correlation_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Ok(false);
+    }
+    let numbers: Vec<i32> = (1..).take(payment.lines.len()).collect();
+    let products: Vec<Uuid> = payment.lines.iter().map(|l| *l.product.as_uuid()).collect();
+    let sellers: Vec<Uuid> = payment.lines.iter().map(|l| *l.seller.as_uuid()).collect();
+    let quantities: Vec<i32> = payment.lines.iter().map(|l| i32::try_from(l.quantity).unwrap_or(i32::MAX)).collect();
+    let prices: Vec<i64> = payment.lines.iter().map(|l| l.unit_price).collect();
+    sqlx::query(
+        "INSERT INTO payment_lines (payment_id, line_no, product_id, seller_id, quantity, unit_price)
+         SELECT $1, line_no, product_id, seller_id, quantity, unit_price
+         FROM unnest($2::int[], $3::uuid[], $4::uuid[], $5::int[], $6::bigint[])
+              AS l(line_no, product_id, seller_id, quantity, unit_price)",
+    )
+    .bind(payment.payment_id.as_uuid())
+    .bind(&numbers)
+    .bind(&products)
+    .bind(&sellers)
+    .bind(&quantities)
+    .bind(&prices)
+    .execute(&mut *tx)
+    .await?;
+    Ok(true)
+}
+
+/// Remembers an order cancelled before its placement was seen.
+pub async fn insert_cancelled_unseen(
+    tx: &mut PgConnection,
+    order: OrderId,
+    correlation_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO payments (payment_id, order_id, status, correlation_id, created_at, updated_at)
+         VALUES ($1, $2, 'cancelled', $3, $4, $4)
+         ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(Uuid::now_v7())
+    .bind(order.as_uuid())
+    .bind(correlation_id)
+    .bind(now)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// A locked payment's new state. References and a failure reason, once
+/// known, are kept (`None` leaves them as they are).
+#[derive(Debug, Clone)]
+pub struct PaymentChange<'a> {
+    pub status: Status,
+    pub version: i64,
+    pub cancel_requested: bool,
+    pub authorization_ref: Option<&'a ProviderRef>,
+    pub capture_ref: Option<&'a ProviderRef>,
+    pub failure_reason: Option<&'a str>,
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+pub async fn update_payment(
+    tx: &mut PgConnection,
+    payment: PaymentId,
+    change: &PaymentChange<'_>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE payments SET status = $2, version = $3, cancel_requested = $4,
+                authorization_ref = coalesce($5, authorization_ref), capture_ref = coalesce($6, capture_ref),
+                failure_reason = coalesce($7, failure_reason), retry_at = $8, updated_at = $9
+         WHERE payment_id = $1",
+    )
+    .bind(payment.as_uuid())
+    .bind(change.status.as_str())
+    .bind(change.version)
+    .bind(change.cancel_requested)
+    .bind(change.authorization_ref.map(|r| r.0.as_str()))
+    .bind(change.capture_ref.map(|r| r.0.as_str()))
+    .bind(change.failure_reason)
+    .bind(change.retry_at)
+    .bind(now)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// A payment's lines, as the ledger splits them (their prices are in the payment's currency).
+pub async fn sale_lines(
+    tx: &mut PgConnection,
+    payment: PaymentId,
+    currency: &Currency,
+) -> Result<Vec<SaleLine>, StoreError> {
+    let rows =
+        sqlx::query("SELECT seller_id, quantity, unit_price FROM payment_lines WHERE payment_id = $1 ORDER BY line_no")
+            .bind(payment.as_uuid())
+            .fetch_all(tx)
+            .await?;
+    rows.iter()
+        .map(|row| {
+            let quantity: i32 = row.try_get("quantity")?;
+            Ok(SaleLine {
+                seller: UserId::from_uuid(row.try_get("seller_id")?),
+                quantity: u32::try_from(quantity).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                unit_price: money(row.try_get("unit_price")?, currency.as_str().to_owned())?,
+            })
+        })
+        .collect()
+}
+
+/// Where an attempt stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptStatus {
+    /// Committed; the call is being (or about to be) made.
+    Started,
+    /// The call timed out: the provider may or may not have acted.
+    Unknown,
+    Succeeded,
+    Declined,
+    Failed,
+}
+
+impl AttemptStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptStatus::Started => "started",
+            AttemptStatus::Unknown => "unknown",
+            AttemptStatus::Succeeded => "succeeded",
+            AttemptStatus::Declined => "declined",
+            AttemptStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "started" => AttemptStatus::Started,
+            "unknown" => AttemptStatus::Unknown,
+            "succeeded" => AttemptStatus::Succeeded,
+            "declined" => AttemptStatus::Declined,
+            "failed" => AttemptStatus::Failed,
+            _ => return None,
+        })
+    }
+
+    /// Its outcome is not recorded yet.
+    pub fn is_open(self) -> bool {
+        matches!(self, AttemptStatus::Started | AttemptStatus::Unknown)
+    }
+}
+
+/// What a call asks of the provider, whole, so it can be made again with the same key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Authorize { method: PaymentMethod },
+    Capture { authorization: ProviderRef },
+    Void { authorization: ProviderRef },
+    Refund { capture: ProviderRef },
+}
+
+impl Request {
+    pub fn operation(&self) -> Operation {
+        match self {
+            Request::Authorize { .. } => Operation::Authorize,
+            Request::Capture { .. } => Operation::Capture,
+            Request::Void { .. } => Operation::Void,
+            Request::Refund { .. } => Operation::Refund,
+        }
+    }
+
+    fn method(&self) -> Option<&str> {
+        match self {
+            Request::Authorize { method } => Some(method.as_str()),
+            _ => None,
+        }
+    }
+
+    fn target(&self) -> Option<&str> {
+        match self {
+            Request::Authorize { .. } => None,
+            Request::Capture { authorization } | Request::Void { authorization } => Some(&authorization.0),
+            Request::Refund { capture } => Some(&capture.0),
+        }
+    }
+
+    fn from_parts(
+        operation: Operation,
+        method: Option<String>,
+        target: Option<String>,
+    ) -> Option<Result<Self, StoreError>> {
+        Some(match operation {
+            Operation::Authorize => self::method(method?).map(|method| Request::Authorize { method }),
+            Operation::Capture => Ok(Request::Capture { authorization: ProviderRef(target?) }),
+            Operation::Void => Ok(Request::Void { authorization: ProviderRef(target?) }),
+            Operation::Refund => Ok(Request::Refund { capture: ProviderRef(target?) }),
+        })
+    }
+}
+
+/// One provider call: its key, its request, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub key: String,
+    pub payment_id: PaymentId,
+    pub order_id: OrderId,
+    /// 1 for the operation's first attempt on this payment.
+    pub number: u32,
+    pub status: AttemptStatus,
+    pub request: Request,
+    pub amount: Money,
+    pub correlation_id: Uuid,
+    pub causation_id: Uuid,
+    pub started_at: DateTime<Utc>,
+}
+
+impl Attempt {
+    pub fn operation(&self) -> Operation {
+        self.request.operation()
+    }
+
+    fn from_row(row: &PgRow) -> Result<Self, StoreError> {
+        let operation: String = row.try_get("operation")?;
+        let operation = Operation::parse(&operation)
+            .ok_or_else(|| StoreError::Corrupt(format!("attempt operation {operation}")))?;
+        let status: String = row.try_get("status")?;
+        let number: i32 = row.try_get("attempt")?;
+        let key: String = row.try_get("idempotency_key")?;
+        let request = Request::from_parts(operation, row.try_get("payment_method")?, row.try_get("target_ref")?)
+            .ok_or_else(|| StoreError::Corrupt(format!("attempt {key} lacks its request")))??;
+        Ok(Self {
+            payment_id: PaymentId::from_uuid(row.try_get("payment_id")?),
+            order_id: OrderId::from_uuid(row.try_get("order_id")?),
+            number: u32::try_from(number).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            status: AttemptStatus::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("attempt status {status}")))?,
+            request,
+            amount: money(row.try_get("amount")?, row.try_get("currency")?)?,
+            correlation_id: row.try_get("correlation_id")?,
+            causation_id: row.try_get("causation_id")?,
+            started_at: row.try_get("started_at")?,
+            key,
+        })
+    }
+}
+
+const ATTEMPT_COLUMNS: &str = "a.idempotency_key, a.payment_id, p.order_id, a.operation, a.attempt, a.status, a.amount,
+    a.currency, a.payment_method, a.target_ref, a.correlation_id, a.causation_id, a.started_at";
+
+/// A call to record before it is made.
+#[derive(Debug, Clone)]
+pub struct NewAttempt {
+    pub payment_id: PaymentId,
+    pub order_id: OrderId,
+    pub request: Request,
+    pub amount: Money,
+    pub correlation_id: Uuid,
+    pub causation_id: Uuid,
+}
+
+/// Records the next attempt of an operation on a locked payment, `started`,
+/// with its idempotency key.
+pub async fn insert_attempt(
+    tx: &mut PgConnection,
+    attempt: NewAttempt,
+    now: DateTime<Utc>,
+) -> Result<Attempt, StoreError> {
+    let previous: Option<i32> =
+        sqlx::query_scalar("SELECT max(attempt) FROM provider_attempts WHERE payment_id = $1 AND operation = $2")
+            .bind(attempt.payment_id.as_uuid())
+            .bind(attempt.request.operation().as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+    let number =
+        previous.map_or(Ok(1), |n| u32::try_from(n).map(|n| n + 1)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let key = domain::idempotency_key(attempt.payment_id.as_uuid(), attempt.request.operation(), number);
+    sqlx::query(
+        "INSERT INTO provider_attempts (idempotency_key, payment_id, operation, attempt, status, amount, currency,
+                                        payment_method, target_ref, correlation_id, causation_id, started_at)
+         VALUES ($1, $2, $3, $4, 'started', $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&key)
+    .bind(attempt.payment_id.as_uuid())
+    .bind(attempt.request.operation().as_str())
+    .bind(i32::try_from(number).unwrap_or(i32::MAX))
+    .bind(attempt.amount.amount.get())
+    .bind(attempt.amount.currency.as_str())
+    .bind(attempt.request.method())
+    .bind(attempt.request.target())
+    .bind(attempt.correlation_id)
+    .bind(attempt.causation_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    Ok(Attempt {
+        key,
+        payment_id: attempt.payment_id,
+        order_id: attempt.order_id,
+        number,
+        status: AttemptStatus::Started,
+        request: attempt.request,
+        amount: attempt.amount,
+        correlation_id: attempt.correlation_id,
+        causation_id: attempt.causation_id,
+        started_at: now,
+    })
+}
+
+/// Locks and reads an attempt (its payment must be locked first).
+pub async fn lock_attempt(tx: &mut PgConnection, key: &str) -> Result<Option<Attempt>, StoreError> {
+    let query = format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM provider_attempts a JOIN payments p USING (payment_id)
+         WHERE a.idempotency_key = $1 FOR UPDATE OF a"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(query)).bind(key).fetch_optional(tx).await?;
+    row.as_ref().map(Attempt::from_row).transpose()
+}
+
+/// The latest attempt of `operation` on a payment.
+pub async fn last_attempt(
+    tx: &mut PgConnection,
+    payment: PaymentId,
+    operation: Operation,
+) -> Result<Option<Attempt>, StoreError> {
+    let query = format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM provider_attempts a JOIN payments p USING (payment_id)
+         WHERE a.payment_id = $1 AND a.operation = $2 ORDER BY a.attempt DESC LIMIT 1"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(query))
+        .bind(payment.as_uuid())
+        .bind(operation.as_str())
+        .fetch_optional(tx)
+        .await?;
+    row.as_ref().map(Attempt::from_row).transpose()
+}
+
+/// Records an attempt's outcome.
+pub async fn finish_attempt(
+    tx: &mut PgConnection,
+    key: &str,
+    status: AttemptStatus,
+    provider_ref: Option<&ProviderRef>,
+    outcome: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE provider_attempts SET status = $2, provider_ref = $3, outcome = $4, finished_at = $5
+         WHERE idempotency_key = $1",
+    )
+    .bind(key)
+    .bind(status.as_str())
+    .bind(provider_ref.map(|r| r.0.as_str()))
+    .bind(outcome)
+    .bind(now)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// A started call timed out: its outcome is unknown until recovery asks.
+pub async fn mark_unknown(pool: &PgPool, key: &str) -> Result<bool, StoreError> {
+    let marked = sqlx::query(
+        "UPDATE provider_attempts SET status = 'unknown' WHERE idempotency_key = $1 AND status = 'started'",
+    )
+    .bind(key)
+    .execute(pool)
+    .await?;
+    Ok(marked.rows_affected() == 1)
+}
+
+/// Attempts whose outcome recovery must find: every `unknown` one, and
+/// `started` ones older than `started_before` (a crash between commit and call).
+pub async fn attempts_to_recover(
+    pool: &PgPool,
+    started_before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Attempt>, StoreError> {
+    let query = format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM provider_attempts a JOIN payments p USING (payment_id)
+         WHERE a.status = 'unknown' OR (a.status = 'started' AND a.started_at < $1)
+         ORDER BY a.started_at LIMIT $2"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(query)).bind(started_before).bind(limit).fetch_all(pool).await?;
+    rows.iter().map(Attempt::from_row).collect()
+}
+
+/// Payments whose next capture, void or refund attempt is due.
+pub async fn due_retries(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Result<Vec<PaymentId>, StoreError> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT payment_id FROM payments WHERE retry_at IS NOT NULL AND retry_at <= $1 ORDER BY retry_at LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(ids.into_iter().map(PaymentId::from_uuid).collect())
+}
+
+/// Posts a (balanced) entry. The database refuses an unbalanced one again at commit.
+pub async fn post_entry(
+    tx: &mut PgConnection,
+    order: OrderId,
+    payment: PaymentId,
+    entry: &JournalEntry,
+    now: DateTime<Utc>,
+) -> Result<Uuid, StoreError> {
+    let id = Uuid::now_v7();
+    sqlx::query("INSERT INTO journal_entries (id, order_id, payment_id, kind, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(id)
+        .bind(order.as_uuid())
+        .bind(payment.as_uuid())
+        .bind(entry.kind().as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    let postings = entry.postings();
+    let numbers: Vec<i32> = (1..).take(postings.len()).collect();
+    let accounts: Vec<&str> = postings.iter().map(|p| p.account.as_str()).collect();
+    let parties: Vec<Option<Uuid>> = postings.iter().map(|p| p.party).collect();
+    let currencies: Vec<&str> = postings.iter().map(|p| p.currency.as_str()).collect();
+    let amounts: Vec<i64> = postings.iter().map(|p| p.amount).collect();
+    sqlx::query(
+        "INSERT INTO journal_lines (entry_id, line_no, account, party, currency, amount)
+         SELECT $1, line_no, account, party, currency, amount
+         FROM unnest($2::int[], $3::text[], $4::uuid[], $5::text[], $6::bigint[])
+              AS l(line_no, account, party, currency, amount)",
+    )
+    .bind(id)
+    .bind(&numbers)
+    .bind(&accounts)
+    .bind(&parties)
+    .bind(&currencies)
+    .bind(&amounts)
+    .execute(&mut *tx)
+    .await?;
+    Ok(id)
+}
+
+/// A payment's posted entry of `kind`, read back (and checked to balance).
+pub async fn posted_entry(
+    tx: &mut PgConnection,
+    payment: PaymentId,
+    kind: EntryKind,
+) -> Result<Option<JournalEntry>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT l.account, l.party, l.currency, l.amount
+         FROM journal_entries e JOIN journal_lines l ON l.entry_id = e.id
+         WHERE e.payment_id = $1 AND e.kind = $2 ORDER BY l.line_no",
+    )
+    .bind(payment.as_uuid())
+    .bind(kind.as_str())
+    .fetch_all(tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let postings = rows.iter().map(posting).collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(JournalEntry::new(kind, postings)?))
+}
+
+/// A journal line read back.
+pub(crate) fn posting(row: &PgRow) -> Result<Posting, StoreError> {
+    let account: String = row.try_get("account")?;
+    let currency: String = row.try_get("currency")?;
+    Ok(Posting {
+        account: Account::parse(&account).ok_or_else(|| StoreError::Corrupt(format!("account {account}")))?,
+        party: row.try_get("party")?,
+        currency: Currency::try_from(currency).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        amount: row.try_get("amount")?,
+    })
+}

@@ -1,0 +1,772 @@
+//! Payment against real Postgres and a private NATS server, driven only by
+//! the upstream events on their subjects (and, for recovery, its step run
+//! directly): authorization and capture, declines, flaky and exhausted
+//! captures, voids and refunds, a late authorization voided, duplicates,
+//! disorder, a crash between the attempt's commit and the call, and a
+//! cancellation racing an authorization in flight. Every test reconciles
+//! the ledger with the simulated provider's records.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use emporium_nats::{
+    Acquire, Lease, Leases, ManualClock, OutboxSignal, OutgoingEvent, Publisher, Subscription, Topology, provision,
+};
+use emporium_payment::domain::Status;
+use emporium_payment::journal::Account;
+use emporium_payment::provider::{Provider, RecordState};
+use emporium_payment::store::{self, NewAttempt, PaymentChange, Request};
+use emporium_payment::{Dependencies, PaymentSettings, Payments, Simulator, SimulatorConfig, ledger};
+use emporium_schemas::events::inventory::InventoryReserved;
+use emporium_schemas::events::order::{CancelReason, OrderCancelled, OrderConfirmed, OrderPlaced, OrderStatus};
+use emporium_schemas::values::{
+    Address, CountryCode, Currency, Money, OrderId, PaymentMethod, PricedLine, ProductId, ProductQuantity, Text, UserId,
+};
+use emporium_schemas::{EntityKey, Envelope, Event, Partition, Seq};
+use emporium_test_harness::{TestDatabase, TestNats, eventually};
+use futures::StreamExt;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// One partition, so each context has one durable consumer to watch.
+const PARTITIONS: u16 = 1;
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A `payment.*` event seen on the wire.
+#[derive(Debug, Clone)]
+struct Seen {
+    key: String,
+    type_name: String,
+    seq: u64,
+    data: serde_json::Value,
+}
+
+struct World {
+    /// Kept for the test's length: dropping it stops the server.
+    _nats: TestNats,
+    db: TestDatabase,
+    jetstream: async_nats::jetstream::Context,
+    publisher: Publisher,
+    clock: ManualClock,
+    simulator: Simulator,
+    settings: PaymentSettings,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// Held by tests that drive recovery themselves, so the service never runs it.
+    _recovery_lease: Option<Lease>,
+    stop: CancellationToken,
+}
+
+/// Who runs recovery steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recovery {
+    /// The service, every `recovery_every`.
+    Service,
+    /// The test, through its own engine (the service is kept from leading it).
+    Test,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Settings for tests: fast recovery ticks and no capture backoff (the
+/// clock stands still unless a test moves it, so a backoff would never pass).
+fn test_settings() -> PaymentSettings {
+    let mut settings = PaymentSettings::from_source(|_| None).unwrap();
+    settings.recovery_every = Duration::from_millis(50);
+    settings.retry_backoff = Duration::ZERO;
+    settings.provider_latency = Duration::from_millis(5);
+    settings
+}
+
+impl World {
+    async fn start() -> Self {
+        Self::with(Recovery::Service, |_| {}).await
+    }
+
+    async fn with(recovery: Recovery, adjust: impl FnOnce(&mut PaymentSettings)) -> Self {
+        let mut settings = test_settings();
+        adjust(&mut settings);
+        let nats = TestNats::start().await.unwrap();
+        let jetstream = async_nats::jetstream::new(nats.client().clone());
+        provision(&jetstream, &Topology::new(PARTITIONS, emporium_payment::subscriptions())).await.unwrap();
+        let db = TestDatabase::create().await.unwrap();
+        // Migrated here too, so the test's own queries never race the service's start.
+        emporium_payment::store::migrate(db.pool()).await.unwrap();
+
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut subscriber = nats.client().subscribe("evt.payment.>").await.unwrap();
+        nats.client().flush().await.unwrap();
+        tokio::spawn({
+            let seen = seen.clone();
+            async move {
+                while let Some(message) = subscriber.next().await {
+                    let envelope: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+                    seen.lock().unwrap().push(Seen {
+                        key: envelope["key"].as_str().unwrap().to_owned(),
+                        type_name: envelope["type"].as_str().unwrap().to_owned(),
+                        seq: envelope["seq"].as_u64().unwrap(),
+                        data: envelope["data"].clone(),
+                    });
+                }
+            }
+        });
+
+        let clock = ManualClock::at(Utc::now());
+        let recovery_lease = match recovery {
+            Recovery::Service => None,
+            Recovery::Test => {
+                let locks = jetstream.get_key_value(emporium_nats::topology::LOCKS.name).await.unwrap();
+                let leases = Leases::new(locks, "the test", Arc::new(clock.clone()));
+                match leases.acquire(emporium_payment::RECOVERY_LEASE, Duration::from_secs(86_400)).await.unwrap() {
+                    Acquire::Acquired(lease) => Some(lease),
+                    Acquire::HeldBy { holder, .. } => panic!("the recovery lease is held by {holder}"),
+                }
+            }
+        };
+        let simulator = Simulator::new(SimulatorConfig::from(&settings), Arc::new(clock.clone()));
+        let stop = CancellationToken::new();
+        let deps = Dependencies {
+            pool: db.pool().clone(),
+            nats: nats.client().clone(),
+            partitions: PARTITIONS,
+            clock: Arc::new(clock.clone()),
+            provider: Arc::new(simulator.clone()),
+        };
+        tokio::spawn(emporium_payment::run(settings.clone(), deps, stop.clone()));
+        Self {
+            publisher: Publisher::new(jetstream.clone(), PARTITIONS),
+            jetstream,
+            _nats: nats,
+            db,
+            clock,
+            simulator,
+            settings,
+            seen,
+            _recovery_lease: recovery_lease,
+            stop,
+        }
+    }
+
+    fn pool(&self) -> &PgPool {
+        self.db.pool()
+    }
+
+    async fn publish(&self, events: &[OutgoingEvent]) {
+        self.publisher.publish_all(events).await.unwrap();
+    }
+
+    /// Publishes `event` under `message_id` (JetStream keeps a second copy of
+    /// an event only under another id); returns its stream sequence.
+    async fn publish_as(&self, event: &OutgoingEvent, message_id: &str) -> u64 {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
+        let ack = self
+            .jetstream
+            .publish_with_headers(event.subject(PARTITIONS), headers, event.payload.clone())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        ack.sequence
+    }
+
+    /// Waits until payment's consumer of `context` has acked everything up to stream sequence `sequence`.
+    async fn wait_consumed(&self, context: &'static str, sequence: u64) {
+        let subscription = Subscription { service: emporium_payment::SERVICE, context };
+        let durable = subscription.durable_name(Partition::all(PARTITIONS).next().unwrap());
+        let stream = emporium_nats::topology::event_stream(context);
+        let consumed = eventually(WAIT, || async {
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+                self.jetstream.get_stream(&stream).await.unwrap().get_consumer(&durable).await.unwrap();
+            consumer.info().await.unwrap().ack_floor.stream_sequence >= sequence
+        })
+        .await;
+        assert!(consumed, "{durable} never acked stream sequence {sequence}");
+    }
+
+    /// Waits until `context`'s consumer has been handed stream sequence `sequence` at least once.
+    async fn wait_delivered(&self, context: &'static str, sequence: u64) {
+        let subscription = Subscription { service: emporium_payment::SERVICE, context };
+        let durable = subscription.durable_name(Partition::all(PARTITIONS).next().unwrap());
+        let stream = emporium_nats::topology::event_stream(context);
+        let delivered = eventually(WAIT, || async {
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+                self.jetstream.get_stream(&stream).await.unwrap().get_consumer(&durable).await.unwrap();
+            consumer.info().await.unwrap().delivered.stream_sequence >= sequence
+        })
+        .await;
+        assert!(delivered, "{durable} was never handed stream sequence {sequence}");
+    }
+
+    /// The `payment.*` events of `order` seen so far, in order.
+    fn events(&self, order: OrderId) -> Vec<Seen> {
+        let key = order.to_string();
+        self.seen.lock().unwrap().iter().filter(|seen| seen.key == key).cloned().collect()
+    }
+
+    fn types(&self, order: OrderId) -> Vec<String> {
+        self.events(order).into_iter().map(|seen| seen.type_name).collect()
+    }
+
+    /// Waits for `order`'s `type_name` event and returns it.
+    async fn wait_for(&self, order: OrderId, type_name: &str) -> Seen {
+        let arrived = eventually(WAIT, || async { self.events(order).iter().any(|s| s.type_name == type_name) }).await;
+        assert!(arrived, "no {type_name} for {order}; saw {:?}", self.types(order));
+        self.events(order).into_iter().find(|s| s.type_name == type_name).unwrap()
+    }
+
+    async fn payment(&self, order: OrderId) -> Option<store::PaymentRow> {
+        store::payment_of(self.pool(), order).await.unwrap()
+    }
+
+    async fn wait_status(&self, order: OrderId, status: Status) {
+        let reached =
+            eventually(WAIT, || async { self.payment(order).await.is_some_and(|p| p.status == status) }).await;
+        assert!(reached, "{order} never became {status:?}: {:?}", self.payment(order).await.map(|p| p.status));
+    }
+
+    /// A payments engine of the test's own over the service's database and
+    /// provider, to drive recovery a step at a time.
+    fn engine(&self) -> Arc<Payments> {
+        Payments::new(
+            self.pool().clone(),
+            OutboxSignal::default(),
+            Arc::new(self.clock.clone()),
+            Arc::new(self.simulator.clone()),
+            &self.settings,
+        )
+    }
+
+    /// The provider's records for `order`'s payment (by its attempts' keys).
+    async fn provider_records(&self, order: OrderId) -> Vec<emporium_payment::provider::ProviderRecord> {
+        let keys: Vec<String> = sqlx::query_scalar(
+            "SELECT a.idempotency_key FROM provider_attempts a JOIN payments p USING (payment_id) WHERE p.order_id = $1",
+        )
+        .bind(order.as_uuid())
+        .fetch_all(self.pool())
+        .await
+        .unwrap();
+        self.simulator.records().into_iter().filter(|r| keys.contains(&r.key)).collect()
+    }
+
+    /// (operation, attempt number, status) of every attempt of `order`'s payment.
+    async fn attempts(&self, order: OrderId) -> Vec<(String, i32, String)> {
+        sqlx::query_as(
+            "SELECT a.operation, a.attempt, a.status FROM provider_attempts a JOIN payments p USING (payment_id)
+             WHERE p.order_id = $1 ORDER BY a.started_at, a.attempt",
+        )
+        .bind(order.as_uuid())
+        .fetch_all(self.pool())
+        .await
+        .unwrap()
+    }
+
+    /// `order`'s ledger balances, zero ones left out.
+    async fn balances(&self, order: OrderId) -> BTreeMap<(Account, Option<Uuid>), i64> {
+        ledger::order_balances(self.pool(), order)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|b| b.amount != 0)
+            .map(|b| ((b.account, b.party), b.amount))
+            .collect()
+    }
+
+    async fn entry_kinds(&self, order: OrderId) -> Vec<String> {
+        sqlx::query_scalar("SELECT kind FROM journal_entries WHERE order_id = $1 ORDER BY id")
+            .bind(order.as_uuid())
+            .fetch_all(self.pool())
+            .await
+            .unwrap()
+    }
+
+    async fn assert_reconciled(&self) {
+        let mismatches = emporium_payment::reconcile(self.pool(), &self.simulator).await.unwrap();
+        assert!(mismatches.is_empty(), "the ledger and the provider disagree: {mismatches:#?}");
+    }
+}
+
+fn text(s: &str) -> Text {
+    Text::try_from(s.to_owned()).unwrap()
+}
+
+fn euros(amount: i64) -> Money {
+    Money { amount: amount.try_into().unwrap(), currency: Currency::try_from("EUR".to_owned()).unwrap() }
+}
+
+fn envelope<D: Event>(order: OrderId, seq: u64, data: D) -> OutgoingEvent {
+    let event = Envelope::new(
+        EntityKey::from(*order.as_uuid()),
+        Seq::try_from(seq).unwrap(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        data,
+    );
+    OutgoingEvent::encode(&event).unwrap()
+}
+
+fn address() -> Address {
+    Address {
+        name: text("Ada"),
+        line1: text("1 Loop Road"),
+        line2: None,
+        city: text("London"),
+        postal_code: text("N1"),
+        country: CountryCode::try_from("GB".to_owned()).unwrap(),
+    }
+}
+
+/// An order paid with `token`: (seller, quantity, unit price) per line; the total is their sum.
+fn order_placed(order: OrderId, token: &str, lines: &[(UserId, u32, i64)]) -> OrderPlaced {
+    let priced: Vec<PricedLine> = lines
+        .iter()
+        .map(|(seller, quantity, price)| PricedLine {
+            product_id: ProductId::new_v7(),
+            seller_id: *seller,
+            quantity: (*quantity).try_into().unwrap(),
+            unit_price: euros(*price),
+        })
+        .collect();
+    let total = lines.iter().map(|(_, quantity, price)| i64::from(*quantity) * price).sum();
+    OrderPlaced {
+        order_id: order,
+        customer_id: UserId::new_v7(),
+        lines: priced.try_into().unwrap(),
+        total: euros(total),
+        shipping_address: address(),
+        payment_method: PaymentMethod::try_from(token.to_owned()).unwrap(),
+        deadline_at: Utc::now() + chrono::TimeDelta::seconds(30),
+    }
+}
+
+/// An order of one line of 1,000 from a fresh seller.
+fn simple_order(order: OrderId, token: &str) -> OrderPlaced {
+    order_placed(order, token, &[(UserId::new_v7(), 1, 1_000)])
+}
+
+fn place(placed: &OrderPlaced) -> OutgoingEvent {
+    envelope(placed.order_id, 1, placed.clone())
+}
+
+fn reserve(placed: &OrderPlaced) -> OutgoingEvent {
+    let lines: Vec<ProductQuantity> = placed
+        .lines
+        .as_slice()
+        .iter()
+        .map(|l| ProductQuantity { product_id: l.product_id, quantity: l.quantity })
+        .collect();
+    let reserved = InventoryReserved {
+        order_id: placed.order_id,
+        lines: lines.try_into().unwrap(),
+        expires_at: Utc::now() + chrono::TimeDelta::minutes(10),
+    };
+    envelope(placed.order_id, 1, reserved)
+}
+
+fn confirm(placed: &OrderPlaced) -> OutgoingEvent {
+    let confirmed = OrderConfirmed {
+        order_id: placed.order_id,
+        customer_id: placed.customer_id,
+        lines: placed.lines.clone(),
+        total: placed.total.clone(),
+        shipping_address: placed.shipping_address.clone(),
+    };
+    envelope(placed.order_id, 3, confirmed)
+}
+
+fn cancel(placed: &OrderPlaced, seq: u64, previous_status: OrderStatus) -> OutgoingEvent {
+    let cancelled = OrderCancelled {
+        order_id: placed.order_id,
+        customer_id: placed.customer_id,
+        reason: CancelReason::CustomerRequest,
+        previous_status,
+    };
+    envelope(placed.order_id, seq, cancelled)
+}
+
+#[tokio::test]
+async fn a_reserved_order_is_authorized_then_captured_and_the_ledger_splits_the_sale() {
+    let world = World::start().await;
+    let (alice, bob) = (UserId::new_v7(), UserId::new_v7());
+    let order = OrderId::new_v7();
+    // Alice: 2 × 1,005 (commission 201), Bob: 1 × 999 (commission 99, rounded down).
+    let placed = order_placed(order, "tok_visa", &[(alice, 2, 1_005), (bob, 1, 999)]);
+    world.publish(&[place(&placed), reserve(&placed)]).await;
+
+    let authorized = world.wait_for(order, "payment.authorized").await;
+    assert_eq!(authorized.seq, 1);
+    assert_eq!(authorized.data["amount"], serde_json::json!({ "amount": 3_009, "currency": "EUR" }));
+    let payment = world.payment(order).await.unwrap();
+    assert_eq!(authorized.data["payment_id"], payment.payment_id.to_string());
+    assert!(world.entry_kinds(order).await.is_empty(), "an authorization moves no money");
+
+    world.publish(&[confirm(&placed)]).await;
+    let captured = world.wait_for(order, "payment.captured").await;
+    assert_eq!(captured.seq, 2);
+    world.wait_status(order, Status::Captured).await;
+    assert_eq!(world.types(order), ["payment.authorized", "payment.captured"]);
+
+    let balances = world.balances(order).await;
+    let expected = BTreeMap::from([
+        ((Account::ProviderClearing, None), 3_009),
+        ((Account::MerchantPayable, Some(*alice.as_uuid())), -1_809),
+        ((Account::MerchantPayable, Some(*bob.as_uuid())), -900),
+        ((Account::PlatformRevenue, None), -300),
+    ]);
+    assert_eq!(balances, expected, "the customer nets to zero; the sale is split");
+    assert_eq!(world.entry_kinds(order).await, ["charge", "sale"]);
+    let operations: Vec<_> = world.provider_records(order).await.into_iter().map(|r| (r.operation, r.state)).collect();
+    assert_eq!(operations.len(), 2, "one authorization, one capture: {operations:?}");
+    world.assert_reconciled().await;
+}
+
+#[tokio::test]
+async fn a_declined_card_fails_the_payment_with_its_reason() {
+    let world = World::start().await;
+    let (declined, broke) = (OrderId::new_v7(), OrderId::new_v7());
+    let (first, second) = (simple_order(declined, "tok_declined"), simple_order(broke, "tok_insufficient_funds"));
+    world.publish(&[place(&first), reserve(&first), place(&second), reserve(&second)]).await;
+
+    assert_eq!(world.wait_for(declined, "payment.failed").await.data["reason"], "declined");
+    assert_eq!(world.wait_for(broke, "payment.failed").await.data["reason"], "insufficient_funds");
+    world.wait_status(declined, Status::Failed).await;
+    world.wait_status(broke, Status::Failed).await;
+    assert!(world.entry_kinds(declined).await.is_empty());
+    assert_eq!(world.attempts(broke).await, [("authorize".to_owned(), 1, "declined".to_owned())]);
+    world.assert_reconciled().await;
+}
+
+#[tokio::test]
+async fn a_flaky_capture_fails_twice_then_succeeds() {
+    let world = World::start().await;
+    let order = OrderId::new_v7();
+    let placed = simple_order(order, "tok_capture_flaky");
+    world.publish(&[place(&placed), reserve(&placed)]).await;
+    world.wait_for(order, "payment.authorized").await;
+    world.publish(&[confirm(&placed)]).await;
+
+    world.wait_for(order, "payment.captured").await;
+    world.wait_status(order, Status::Captured).await;
+    let captures: Vec<_> = world.attempts(order).await.into_iter().filter(|(op, _, _)| op == "capture").collect();
+    assert_eq!(
+        captures,
+        [
+            ("capture".to_owned(), 1, "failed".to_owned()),
+            ("capture".to_owned(), 2, "failed".to_owned()),
+            ("capture".to_owned(), 3, "succeeded".to_owned()),
+        ]
+    );
+    let at_provider: Vec<_> = world.provider_records(order).await.into_iter().map(|r| r.state).collect();
+    assert_eq!(at_provider.iter().filter(|s| **s == RecordState::Succeeded).count(), 2, "{at_provider:?}");
+    assert_eq!(world.types(order), ["payment.authorized", "payment.captured"]);
+    assert_eq!(world.entry_kinds(order).await, ["charge", "sale"]);
+    world.assert_reconciled().await;
+}
+
+#[tokio::test]
+async fn a_capture_out_of_attempts_fails_is_counted_and_its_authorization_can_still_be_voided() {
+    let world = World::with(Recovery::Service, |settings| settings.capture_attempts = 2).await;
+    let counter = emporium_platform::counters::counter("payment_capture_failed_total", "captures given up");
+    let before = counter.get();
+    let order = OrderId::new_v7();
+    let placed = simple_order(order, "tok_capture_flaky");
+    world.publish(&[place(&placed), reserve(&placed)]).await;
+    world.wait_for(order, "payment.authorized").await;
+    world.publish(&[confirm(&placed)]).await;
+
+    let failed = world.wait_for(order, "payment.capture_failed").await;
+    assert_eq!(failed.data["attempts"], 2);
+    assert_eq!(failed.seq, 2);
+    world.wait_status(order, Status::CaptureFailed).await;
+    assert!(counter.get() > before, "payment_capture_failed_total was not counted");
+    assert!(world.entry_kinds(order).await.is_empty(), "nothing was captured, nothing is booked");
+    world.assert_reconciled().await;
+
+    world.publish(&[cancel(&placed, 4, OrderStatus::Confirmed)]).await;
+    world.wait_for(order, "payment.voided").await;
+    world.wait_status(order, Status::Voided).await;
+    world.assert_reconciled().await;
+}
+
+#[tokio::test]
+async fn cancelling_an_authorized_payment_voids_it() {
+    let world = World::start().await;
+    let order = OrderId::new_v7();
+    let placed = simple_order(order, "tok_visa");
+    world.publish(&[place(&placed), reserve(&placed)]).await;
+    world.wait_for(order, "payment.authorized").await;
+    world.wait_status(order, Status::Authorized).await;
+
+    world.publish(&[cancel(&placed, 3, OrderStatus::Reserved)]).await;
+    let voided = world.wait_for(order, "payment.voided").await;
+    assert_eq!(voided.seq, 2);
+    world.wait_status(order, Status::Voided).await;
+    assert_eq!(world.types(order), ["payment.authorized", "payment.voided"]);
+    assert!(world.entry_kinds(order).await.is_empty(), "a void moves no money");
+    world.assert_reconciled().await;
+}
+
+#[tokio::test]
+async fn cancelling_a_captured_payment_refunds_it_and_the_ledger_nets_to_zero() {
+    let world = World::start().await;
+    let order = OrderId::new_v7();
+    let placed = order_placed(order, "tok_visa", &[(UserId::new_v7(), 3, 700), (UserId::new_v7(), 1, 55)]);
+    world.publish(&[place(&placed), reserve(&placed)]).await;
+    world.wait_for(order, "payment.authorized").await;
+    world.publish(&[confirm(&placed)]).await;
+    world.wait_for(order, "payment.captured").await;
+    world.wait_status(order, Status::Captured).await;
+    assert!(!world.balances(order).await.is_empty());
+
+    world.publish(&[cancel(&placed, 4, OrderStatus::Confirmed)]).await;
+    let refunded = world.wait_for(order, "payment.refunded").await;
+    assert_eq!(refunded.seq, 3);
+    world.wait_status(order, Status::Refunded).await;
+    assert_eq!(world.types(order), ["payment.authorized", "payment.captured", "payment.refunded"]);
+    assert_eq!(world.entry_kinds(order).await, ["charge", "sale", "unsale", "refund"]);
+    assert_eq!(world.balances(order).await, BTreeMap::new(), "every account nets to zero for the order");
+    world.assert_reconciled().await;
+}
+
+#[tokio::test]
+async fn a_timed_out_authorization_of_a_cancelled_order_is_voided_once_the_provider_settles_it() {
+    let world = World::with(Recovery::Test, |settings| settings.provider_timeout = Duration::from_millis(300)).await;
+    let recovery = world.engine();
+    let order = OrderId::new_v7();
+    let placed = simple_order(order, "tok_timeout");
+    world.publish(&[place(&placed), reserve(&placed)]).await;
+
+    let unknown = eventually(WAIT, || async {
+        world.attempts(order).await == [("authorize".to_owned(), 1, "unknown".to_owned())]
+    })
+    .await;
+    assert!(unknown, "the call never timed out: {:?}", world.attempts(order).await);
+    let still_pending = recovery.recover_once().await.unwrap();
+    assert_eq!(still_pending.pending, 1, "the provider has it but has not decided");
+    assert_eq!(world.payment(order).await.unwrap().status, Status::Authorizing);
+
+    world.publish(&[cancel(&placed, 2, OrderStatus::Pending)]).await;
+    let remembered =
+        eventually(WAIT, || async { world.payment(order).await.is_some_and(|p| p.cancel_requested) }).await;
+    assert!(remembered, "the cancellation was not remembered");
+
+    world.clock.advance(Duration::from_secs(61));
+    let recovered = recovery.recover_once().await.unwrap();
+    assert_eq!(recovered.settled, 1, "{recovered:?}");
+    assert_eq!(world.payment(order).await.unwrap().status, Status::Voided, "voided as soon as it was known");
+    world.wait_for(order, "payment.voided").await;
+    assert_eq!(world.types(order), ["payment.authorized", "payment.voided"]);
+    let at_provider: Vec<_> =
+        world.provider_records(order).await.into_iter().map(|r| (r.operation.as_str(), r.state)).collect();
+    assert_eq!(at_provider, [("authorize", RecordState::Succeeded), ("void", RecordState::Succeeded)]);
+    world.assert_reconciled().await;
+}
+
+#[tokio::test]
+async fn a_duplicated_or_replayed_event_changes_nothing() {
+    let world = World::start().await;
+    let order = OrderId::new_v7();
+    let placed = simple_order(order, "tok_visa");
+    let (placement, reservation) = (place(&placed), reserve(&placed));
+    world.publish(&[placement.clone(), reservation.clone()]).await;
+    world.wait_for(order, "payment.authorized").await;
+    world.wait_status(order, Status::Authorized).await;
+
+    // The same envelopes again (stored a second time under other message ids),
+    // and the reservation replayed under a fresh envelope id.
+    let placed_again = world.publish_as(&placement, &format!("{}.again", placement.message_id())).await;
+    world.publish_as(&reservation, &format!("{}.again", reservation.message_id())).await;
+    let replay = reserve(&placed);
+    let replayed = world.publish_as(&replay, &replay.message_id()).await;
+    world.wait_consumed("order", placed_again).await;
+    world.wait_consumed("inventory", replayed).await;
+
+    assert_eq!(world.attempts(order).await, [("authorize".to_owned(), 1, "succeeded".to_owned())]);
+    assert_eq!(world.provider_records(order).await.len(), 1);
+    let payment = world.payment(order).await.unwrap();
+    assert_eq!((payment.status, payment.version), (Status::Authorized, 1));
+    let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments").fetch_one(world.pool()).await.unwrap();
+    assert_eq!(payments, 1);
+    assert_eq!(world.types(order), ["payment.authorized"]);
+    world.assert_reconciled().await;
+}
+
+#[tokio::test]
+async fn held_stock_seen_before_the_placement_waits_for_it() {
+    let world = World::start().await;
+    let order = OrderId::new_v7();
+    let placed = simple_order(order, "tok_visa");
+    let reservation = reserve(&placed);
+    let sequence = world.publish_as(&reservation, &reservation.message_id()).await;
+    world.wait_delivered("inventory", sequence).await;
+    assert!(world.payment(order).await.is_none());
+
+    world.publish(&[place(&placed)]).await;
+    world.wait_for(order, "payment.authorized").await;
+    world.wait_status(order, Status::Authorized).await;
+    world.assert_reconciled().await;
+}
+
+#[tokio::test]
+async fn a_cancellation_before_the_stock_is_held_means_no_authorization_later() {
+    let world = World::start().await;
+    let order = OrderId::new_v7();
+    let placed = simple_order(order, "tok_visa");
+    world.publish(&[place(&placed), cancel(&placed, 2, OrderStatus::Pending)]).await;
+    world.wait_status(order, Status::Cancelled).await;
+
+    let reservation = reserve(&placed);
+    let sequence = world.publish_as(&reservation, &reservation.message_id()).await;
+    world.wait_consumed("inventory", sequence).await;
+    assert_eq!(world.payment(order).await.unwrap().status, Status::Cancelled);
+    assert!(world.attempts(order).await.is_empty());
+    assert!(world.simulator.records().is_empty(), "the provider never heard of it");
+    world.assert_reconciled().await;
+}
+
+/// Records what a handler commits for `inventory.reserved` (the attempt,
+/// `started`, and the payment authorizing), without making the call: the
+/// state a crash between the commit and the call leaves.
+async fn crash_before_calling(world: &World, order: OrderId) -> String {
+    let mut tx = world.pool().begin().await.unwrap();
+    let payment = store::lock_payment_by_order(&mut tx, order).await.unwrap().unwrap();
+    let ordered = payment.ordered.clone().unwrap();
+    let attempt = NewAttempt {
+        payment_id: payment.payment_id,
+        order_id: order,
+        request: Request::Authorize { method: ordered.method },
+        amount: ordered.amount,
+        correlation_id: Uuid::now_v7(),
+        causation_id: Uuid::now_v7(),
+    };
+    // Started longer ago than the call's timeout: the process died with it.
+    let long_ago = emporium_nats::Clock::now(&world.clock) - chrono::TimeDelta::seconds(60);
+    let attempt = store::insert_attempt(&mut tx, attempt, long_ago).await.unwrap();
+    let change = PaymentChange {
+        status: Status::Authorizing,
+        version: payment.version,
+        cancel_requested: false,
+        authorization_ref: None,
+        capture_ref: None,
+        failure_reason: None,
+        retry_at: None,
+    };
+    store::update_payment(&mut tx, payment.payment_id, &change, long_ago).await.unwrap();
+    tx.commit().await.unwrap();
+    attempt.key
+}
+
+#[tokio::test]
+async fn a_crash_between_the_attempt_and_the_call_is_recovered_without_charging_twice() {
+    let world = World::with(Recovery::Test, |_| {}).await;
+    let recovery = world.engine();
+
+    // The call was never made: recovery finds nothing at the provider and makes it, with the same key.
+    let never_called = OrderId::new_v7();
+    let first = simple_order(never_called, "tok_visa");
+    world.publish(&[place(&first)]).await;
+    world.wait_status(never_called, Status::AwaitingStock).await;
+    let key = crash_before_calling(&world, never_called).await;
+    assert!(world.simulator.records().is_empty());
+    let recovered = recovery.recover_once().await.unwrap();
+    assert_eq!((recovered.reissued, recovered.settled), (1, 0), "{recovered:?}");
+    assert_eq!(world.payment(never_called).await.unwrap().status, Status::Authorized);
+    assert_eq!(recovery.recover_once().await.unwrap(), Default::default(), "nothing left to recover");
+    let records = world.provider_records(never_called).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].key, key);
+
+    // The call was made, and the answer lost with the process: recovery reads the provider's record.
+    let answer_lost = OrderId::new_v7();
+    let second = simple_order(answer_lost, "tok_visa");
+    world.publish(&[place(&second)]).await;
+    world.wait_status(answer_lost, Status::AwaitingStock).await;
+    let key = crash_before_calling(&world, answer_lost).await;
+    let payment = world.payment(answer_lost).await.unwrap();
+    let ordered = payment.ordered.unwrap();
+    world.simulator.authorize(key.clone(), ordered.method, ordered.amount).await.unwrap();
+    let recovered = recovery.recover_once().await.unwrap();
+    assert_eq!((recovered.reissued, recovered.settled), (0, 1), "{recovered:?}");
+    assert_eq!(world.payment(answer_lost).await.unwrap().status, Status::Authorized);
+
+    // Both then capture once each, and the reservation arriving late authorizes nothing more.
+    world.publish(&[reserve(&first), reserve(&second), confirm(&first), confirm(&second)]).await;
+    world.wait_status(never_called, Status::Captured).await;
+    world.wait_status(answer_lost, Status::Captured).await;
+    for order in [never_called, answer_lost] {
+        let operations: Vec<_> =
+            world.provider_records(order).await.into_iter().map(|r| r.operation.as_str()).collect();
+        assert_eq!(operations, ["authorize", "capture"], "{order}");
+        assert_eq!(world.types(order), ["payment.authorized", "payment.captured"]);
+    }
+    world.assert_reconciled().await;
+}
+
+#[tokio::test]
+async fn a_cancellation_during_an_authorization_in_flight_voids_it_when_it_lands() {
+    let world = World::start().await;
+    world.simulator.hold_authorizations();
+    let order = OrderId::new_v7();
+    let placed = simple_order(order, "tok_visa");
+    world.publish(&[place(&placed), reserve(&placed)]).await;
+    let at_gate = eventually(WAIT, || async { world.simulator.held() >= 1 }).await;
+    assert!(at_gate, "the authorization never reached the provider");
+
+    world.publish(&[cancel(&placed, 2, OrderStatus::Reserved)]).await;
+    let remembered =
+        eventually(WAIT, || async { world.payment(order).await.is_some_and(|p| p.cancel_requested) }).await;
+    assert!(remembered, "the cancellation was not remembered");
+    assert!(world.simulator.records().is_empty(), "nothing was authorized yet");
+
+    world.simulator.release_authorizations();
+    world.wait_for(order, "payment.voided").await;
+    world.wait_status(order, Status::Voided).await;
+    assert_eq!(world.types(order), ["payment.authorized", "payment.voided"]);
+    let authorizations =
+        world.provider_records(order).await.into_iter().filter(|r| r.operation.as_str() == "authorize").count();
+    assert_eq!(authorizations, 1);
+    world.assert_reconciled().await;
+}
+
+#[tokio::test]
+async fn the_database_refuses_an_unbalanced_entry_whatever_the_code_does() {
+    let db = TestDatabase::create().await.unwrap();
+    store::migrate(db.pool()).await.unwrap();
+    let order = OrderId::new_v7();
+    let mut tx = db.pool().begin().await.unwrap();
+    store::insert_cancelled_unseen(&mut tx, order, Uuid::now_v7(), Utc::now()).await.unwrap();
+    tx.commit().await.unwrap();
+    let payment = store::payment_of(db.pool(), order).await.unwrap().unwrap();
+
+    let entry = Uuid::now_v7();
+    let mut tx = db.pool().begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO journal_entries (id, order_id, payment_id, kind, created_at) VALUES ($1, $2, $3, 'charge', now())",
+    )
+    .bind(entry)
+    .bind(order.as_uuid())
+    .bind(payment.payment_id.as_uuid())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO journal_lines (entry_id, line_no, account, party, currency, amount)
+         VALUES ($1, 1, 'customer', NULL, 'EUR', -100), ($1, 2, 'provider_clearing', NULL, 'EUR', 99)",
+    )
+    .bind(entry)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let refused = tx.commit().await.unwrap_err();
+    assert!(refused.to_string().contains("does not balance"), "{refused}");
+    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM journal_entries").fetch_one(db.pool()).await.unwrap();
+    assert_eq!(entries, 0);
+}
