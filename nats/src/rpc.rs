@@ -10,7 +10,7 @@
 //! answered `overloaded` at once rather than queued: the gateway turns it into
 //! 503 + `Retry-After`, which is cheaper for everyone than a growing backlog.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -106,8 +106,6 @@ type Route<S> = Box<dyn Fn(Arc<S>, &[u8]) -> Answer + Send + Sync>;
 pub struct Routes<S> {
     state: Arc<S>,
     table: HashMap<String, Route<S>>,
-    /// Partition subjects: subscribed outside the queue group, by their owner only.
-    partitioned: HashSet<String>,
 }
 
 impl<S> std::fmt::Debug for Routes<S> {
@@ -123,7 +121,7 @@ impl<S: Send + Sync + 'static> Routes<S> {
 
     /// Routes over a state the service also shares with other tasks.
     pub fn from_arc(state: Arc<S>) -> Self {
-        Self { state, table: HashMap::new(), partitioned: HashSet::new() }
+        Self { state, table: HashMap::new() }
     }
 
     /// Answers command `C` with `answer`. A payload that is not a `C` is
@@ -196,9 +194,7 @@ impl<S: Send + Sync + 'static> Routes<S> {
                     encode_reply(&reply)
                 })
             });
-            let subject = C::TYPE.subject(Some(partition));
-            self.partitioned.insert(subject.clone());
-            self.table.insert(subject, route);
+            self.table.insert(C::TYPE.subject(Some(partition)), route);
         }
         self
     }
@@ -227,7 +223,7 @@ impl Default for ServeConfig {
     }
 }
 
-/// Answers every route's command (in `queue_group`, or as the owner of its partition) until `stop`, then lets
+/// Answers every route's command in `queue_group` until `stop`, then lets
 /// the requests in flight finish.
 pub async fn serve<S: Send + Sync + 'static>(
     client: async_nats::Client,
@@ -237,12 +233,11 @@ pub async fn serve<S: Send + Sync + 'static>(
     stop: CancellationToken,
 ) -> Result<(), async_nats::SubscribeError> {
     let mut subscriptions = Vec::with_capacity(routes.table.len());
+    // Partition subjects too are in the queue group: until partitions are
+    // owned through leases, a second instance must not answer the same
+    // request twice (version checks fence whatever both actors might do).
     for subject in routes.table.keys() {
-        subscriptions.push(if routes.partitioned.contains(subject) {
-            client.subscribe(subject.clone()).await?
-        } else {
-            client.queue_subscribe(subject.clone(), queue_group.to_owned()).await?
-        });
+        subscriptions.push(client.queue_subscribe(subject.clone(), queue_group.to_owned()).await?);
     }
     answer_requests(client, subscriptions, config, stop, move |subject, payload| {
         routes.table.get(subject).map(|route| route(routes.state.clone(), payload))

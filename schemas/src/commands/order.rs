@@ -41,11 +41,16 @@ pub struct GetOrder {
 }
 impl_command!(GetOrder => "order", "get", 1, Partitioned);
 
-/// The orders the principal may see, newest first, one page at a time:
-/// customers their own, sellers those holding their products (their lines
-/// only), admins all. Served by any order instance (queue group).
+/// Orders newest first, one page at a time: the principal's own purchases
+/// (admins: every order), or with `sales` the orders holding the principal's
+/// products, their lines only (sellers and admins). Served by any order
+/// instance (queue group).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
 pub struct ListOrders {
+    /// The seller's sales rather than the caller's purchases.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[param(ignore)]
+    pub sales: bool,
     /// Only orders in this status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<OrderStatus>,

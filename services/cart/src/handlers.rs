@@ -10,26 +10,20 @@
 //! events, not state), and `get` reads Redis without the actor at all: a
 //! stored cart is always whole, so reads never wait behind edits.
 //!
-//! All five commands are served by one request loop
-//! (`emporium_nats::rpc::answer_requests`), so one in-flight bound covers
-//! them together.
+//! All five commands are [`routes`] served by `emporium_nats::rpc::serve`,
+//! so one in-flight bound covers them together.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use emporium_actors::commands::host_error;
 use emporium_actors::{EntityHost, HostError, StoreError, Versioned};
-use emporium_nats::rpc::{answer_requests, encode_reply};
-use emporium_nats::{Caller, ServeConfig, SharedClock};
+use emporium_nats::rpc::Routes;
+use emporium_nats::{Caller, SharedClock};
 use emporium_schemas::commands::cart::{AddItem, CartView, Checkout, GetCart, RemoveItem, SetQuantity};
 use emporium_schemas::commands::order::{OrderAccepted, PlaceOrder};
 use emporium_schemas::values::{Text, UserId};
-use emporium_schemas::{
-    Command, CommandEnvelope, EntityKey, ErrorKind, MessageId, Partition, Principal, Reply, ReplyError,
-};
-use serde::Serialize;
-use tokio_util::sync::CancellationToken;
+use emporium_schemas::{CommandEnvelope, EntityKey, ErrorKind, MessageId, Partition, Principal, Reply, ReplyError};
 use uuid::Uuid;
 
 use crate::catalog::ProductCatalog;
@@ -49,7 +43,6 @@ pub struct Carts {
     pub clock: SharedClock,
     /// A checkout frozen longer than this is resolved by the cart's next command.
     pub freeze_for: Duration,
-    pub partitions: u16,
 }
 
 /// Who a command comes from: a signed-in customer, owner of the cart it is for.
@@ -73,54 +66,30 @@ enum Placement {
     Unknown(String),
 }
 
-/// Which command a subject carries.
-#[derive(Debug, Clone, Copy)]
-enum Op {
-    GetCart,
-    AddItem,
-    SetQuantity,
-    RemoveItem,
-    Checkout,
+/// Every cart command, on the partitions this instance owns.
+pub fn routes(carts: Arc<Carts>, partitions: &[Partition], partition_count: u16) -> Routes<Carts> {
+    let owned = || partitions.iter().copied();
+    Routes::from_arc(carts)
+        .on_partitioned(owned(), partition_count, |s, c: CommandEnvelope<GetCart>| async move { s.get(c).await })
+        .on_partitioned(owned(), partition_count, |s, c: CommandEnvelope<AddItem>| async move { s.add(c).await })
+        .on_partitioned(owned(), partition_count, |s, c: CommandEnvelope<SetQuantity>| async move { s.set(c).await })
+        .on_partitioned(owned(), partition_count, |s, c: CommandEnvelope<RemoveItem>| async move { s.remove(c).await })
+        .on_partitioned(owned(), partition_count, |s, c: CommandEnvelope<Checkout>| async move { s.check_out(c).await })
 }
 
-/// Answers the cart's commands on every partition until `stop`, then lets the
-/// requests in flight finish.
-pub async fn serve(
-    carts: Arc<Carts>,
-    nats: async_nats::Client,
-    config: ServeConfig,
-    stop: CancellationToken,
-) -> Result<(), async_nats::SubscribeError> {
-    let ops = [
-        (Op::GetCart, GetCart::TYPE),
-        (Op::AddItem, AddItem::TYPE),
-        (Op::SetQuantity, SetQuantity::TYPE),
-        (Op::RemoveItem, RemoveItem::TYPE),
-        (Op::Checkout, Checkout::TYPE),
-    ];
-    let mut routes = HashMap::new();
-    let mut subscriptions = Vec::new();
-    for partition in Partition::all(carts.partitions) {
-        for (op, command) in ops {
-            let subject = command.subject(Some(partition));
-            subscriptions.push(nats.subscribe(subject.clone()).await?);
-            routes.insert(subject, (op, partition));
-        }
+/// The sender of a command, who must be signed in and own the cart its key names.
+fn customer<C>(command: CommandEnvelope<C>) -> Result<(Customer, C), ReplyError> {
+    let principal = command.signed_in()?;
+    let user = command
+        .key
+        .as_ref()
+        .and_then(|key| UserId::try_from(key.as_str().to_owned()).ok())
+        .ok_or_else(|| ReplyError::invalid("key", "a cart's key is its owner's user id"))?;
+    if principal.user_id != user {
+        return Err(ReplyError::new(ErrorKind::Forbidden, "a cart is for its owner only"));
     }
-    answer_requests(nats, subscriptions, config, stop, move |subject, payload| {
-        let (op, partition) = *routes.get(subject)?;
-        let (carts, payload) = (carts.clone(), payload.to_vec());
-        Some(Box::pin(async move { carts.answer(op, partition, &payload).await }))
-    })
-    .await;
-    Ok(())
-}
-
-fn reply<A: Serialize>(result: Result<A, ReplyError>) -> Vec<u8> {
-    encode_reply(&match result {
-        Ok(answer) => Reply::Ok(answer),
-        Err(error) => Reply::Error(error),
-    })
+    let customer = Customer { user, principal, correlation_id: command.correlation_id, request_id: command.id };
+    Ok((customer, command.data))
 }
 
 fn internal(error: &dyn std::fmt::Display) -> ReplyError {
@@ -162,61 +131,29 @@ fn unreadable(error: &StoreError) -> ReplyError {
 }
 
 impl Carts {
-    async fn answer(&self, op: Op, partition: Partition, payload: &[u8]) -> Vec<u8> {
-        match op {
-            Op::GetCart => reply(self.answer_get(partition, payload).await),
-            Op::AddItem => reply(self.answer_add(partition, payload).await),
-            Op::SetQuantity => reply(self.answer_set(partition, payload).await),
-            Op::RemoveItem => reply(self.answer_remove(partition, payload).await),
-            Op::Checkout => reply(self.answer_checkout(partition, payload).await),
-        }
-    }
-
-    async fn answer_get(&self, partition: Partition, payload: &[u8]) -> Result<CartView, ReplyError> {
-        let (customer, GetCart {}) = self.open(partition, payload)?;
+    async fn get(&self, command: CommandEnvelope<GetCart>) -> Result<CartView, ReplyError> {
+        let (customer, GetCart {}) = customer(command)?;
         self.cart(&customer).await
     }
 
-    async fn answer_add(&self, partition: Partition, payload: &[u8]) -> Result<CartView, ReplyError> {
-        let (customer, item) = self.open(partition, payload)?;
+    async fn add(&self, command: CommandEnvelope<AddItem>) -> Result<CartView, ReplyError> {
+        let (customer, item) = customer(command)?;
         self.add_item(&customer, item).await
     }
 
-    async fn answer_set(&self, partition: Partition, payload: &[u8]) -> Result<CartView, ReplyError> {
-        let (customer, change) = self.open(partition, payload)?;
+    async fn set(&self, command: CommandEnvelope<SetQuantity>) -> Result<CartView, ReplyError> {
+        let (customer, change) = customer(command)?;
         self.set_quantity(&customer, change).await
     }
 
-    async fn answer_remove(&self, partition: Partition, payload: &[u8]) -> Result<CartView, ReplyError> {
-        let (customer, RemoveItem { product_id }) = self.open(partition, payload)?;
+    async fn remove(&self, command: CommandEnvelope<RemoveItem>) -> Result<CartView, ReplyError> {
+        let (customer, RemoveItem { product_id }) = customer(command)?;
         self.edit(&customer, CartCommand::RemoveItem { product_id }).await
     }
 
-    async fn answer_checkout(&self, partition: Partition, payload: &[u8]) -> Result<OrderAccepted, ReplyError> {
-        let (customer, checkout) = self.open(partition, payload)?;
+    async fn check_out(&self, command: CommandEnvelope<Checkout>) -> Result<OrderAccepted, ReplyError> {
+        let (customer, checkout) = customer(command)?;
         self.checkout(&customer, checkout).await
-    }
-
-    /// Decodes a command that arrived on `partition`'s subject: its key must
-    /// belong there (else it reached the wrong owner), and its sender must be
-    /// signed in and own the cart the key names.
-    fn open<C: Command>(&self, partition: Partition, payload: &[u8]) -> Result<(Customer, C), ReplyError> {
-        let envelope = CommandEnvelope::<C>::from_json(payload)
-            .map_err(|error| ReplyError::new(ErrorKind::Invalid, error.to_string()))?;
-        let Some(key) = &envelope.key else {
-            return Err(ReplyError::invalid("key", "a cart command is keyed by its owner's id"));
-        };
-        if Partition::of(key, self.partitions) != partition {
-            return Err(ReplyError::invalid("key", format!("cart {key} is not served on partition {partition}")));
-        }
-        let principal = envelope.signed_in()?;
-        let user = UserId::try_from(key.as_str().to_owned())
-            .map_err(|_| ReplyError::invalid("key", "a cart's key is its owner's user id"))?;
-        if principal.user_id != user {
-            return Err(ReplyError::new(ErrorKind::Forbidden, "a cart is for its owner only"));
-        }
-        let customer = Customer { user, principal, correlation_id: envelope.correlation_id, request_id: envelope.id };
-        Ok((customer, envelope.data))
     }
 
     async fn read(&self, customer: &Customer) -> Result<Versioned<CartState>, ReplyError> {

@@ -17,7 +17,7 @@
 //!   compare-and-set on the version in one Lua script.
 //! - [`catalog`]: product look-ups, reused for a short while.
 //! - [`handlers`]: each command's answer, the order placement and the
-//!   resolution of stale checkouts, served in one request loop.
+//!   resolution of stale checkouts, as `emporium_nats::rpc` routes.
 
 pub mod catalog;
 pub mod domain;
@@ -30,6 +30,7 @@ use std::time::Duration;
 use emporium_actors::{EntityHost, HostConfig};
 use emporium_nats::{Caller, ServeConfig, SharedClock};
 use emporium_platform::settings::{SettingsError, typed};
+use emporium_schemas::Partition;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::ProductCatalog;
@@ -111,11 +112,13 @@ pub async fn run(settings: CartSettings, deps: Dependencies, stop: CancellationT
         orders: Caller::new(deps.nats.clone(), settings.order_timeout).with_partitions(deps.partitions),
         clock: deps.clock,
         freeze_for: settings.freeze_for,
-        partitions: deps.partitions,
     });
     tracing::info!("cart ready");
     let serve_config = ServeConfig { max_in_flight: settings.max_in_flight, ..ServeConfig::default() };
-    let served = handlers::serve(carts, deps.nats, serve_config, stop).await;
+    let owned: Vec<Partition> = Partition::all(deps.partitions).collect();
+    let routes = handlers::routes(carts, &owned, deps.partitions);
+    // Every cart route is partition-addressed, so no subject joins the queue group.
+    let served = emporium_nats::rpc::serve(deps.nats, SERVICE, routes, serve_config, stop).await;
     host.stop().await;
     Ok(served?)
 }

@@ -19,7 +19,7 @@ use crate::problem::Problem;
         catalog::search, catalog::product, catalog::create_product, catalog::update_product, catalog::delete_product,
         catalog::set_stock, catalog::categories, catalog::create_category,
         cart::cart, cart::add_item, cart::set_quantity, cart::remove_item, cart::checkout,
-        orders::list, orders::order, orders::cancel,
+        orders::list, orders::order, orders::cancel, orders::sales,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),

@@ -83,6 +83,12 @@ async fn every_write_route_checks_role_and_ownership() {
     assert_eq!(stack.send_as(&seller, Method::DELETE, &path, &json!({})).await.status(), 204);
     problem(stack.request(Method::GET, &path).send().await.unwrap(), 404).await;
     problem(stack.send_as(&admin, Method::PATCH, &path, &rename).await, 404).await;
+    // Inventory delists it when the deletion's event reaches it, a moment later.
+    let delisted = emporium_test_harness::eventually(Duration::from_secs(20), || async {
+        stack.send_as(&seller, Method::PUT, &stock_path, &json!({ "quantity": 1 })).await.status() == 404
+    })
+    .await;
+    assert!(delisted, "stock of a deleted product can still be set");
     problem(stack.send_as(&seller, Method::PUT, &stock_path, &json!({ "quantity": 1 })).await, 404).await;
 }
 

@@ -177,11 +177,14 @@ async fn a_paid_checkout_is_confirmed_and_captured() {
     assert_eq!(shop.provider(Operation::Capture, true), 1);
     shop.reconciles().await;
 
-    // The customer lists it; the seller sees it as a sale; another customer does not.
+    // The customer lists it; the seller sees it as a sale, not a purchase; another customer not at all.
     let mine: Value = shop.stack.get_as(&shop.customer, "/api/v1/orders").await.json().await.unwrap();
     assert_eq!(mine["items"][0]["id"], order_id.as_str());
-    let sales: Value = shop.stack.get_as(&shop.seller, "/api/v1/orders").await.json().await.unwrap();
+    let sales: Value = shop.stack.get_as(&shop.seller, "/api/v1/seller/orders").await.json().await.unwrap();
     assert_eq!(sales["items"][0]["id"], order_id.as_str());
+    let bought: Value = shop.stack.get_as(&shop.seller, "/api/v1/orders").await.json().await.unwrap();
+    assert_eq!(bought["items"], json!([]));
+    problem(shop.stack.get_as(&shop.customer, "/api/v1/seller/orders").await, 403).await;
     let stranger = shop.stack.access("customer").await;
     problem(shop.stack.get_as(&stranger, &format!("/api/v1/orders/{order_id}")).await, 404).await;
     let theirs: Value = shop.stack.get_as(&stranger, "/api/v1/orders").await.json().await.unwrap();

@@ -163,6 +163,7 @@ async fn the_openapi_document_covers_every_route_with_its_errors() {
         ("get", "/api/v1/orders"),
         ("get", "/api/v1/orders/{id}"),
         ("post", "/api/v1/orders/{id}/cancel"),
+        ("get", "/api/v1/seller/orders"),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();

@@ -18,7 +18,7 @@ use emporium_schemas::events::order::{
     CancelReason, OrderCancelled, OrderConfirmed, OrderDelivered, OrderPlaced, OrderShipped, OrderStatus,
 };
 use emporium_schemas::values::{
-    Address, Money, NonEmpty, OrderId, PaymentMethod, PricedLine, ProductQuantity, Role, ShipmentId, UserId,
+    Address, Money, NonEmpty, OrderId, PaymentMethod, PricedLine, ProductId, ProductQuantity, Role, ShipmentId, UserId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -219,8 +219,10 @@ pub fn decide(state: &OrderState, command: &OrderCommand) -> Result<Vec<OrderEve
         };
     };
     match command {
-        // A retried checkout finds its order; another body under the same key is refused.
-        OrderCommand::Place { placement, .. } if placement.request_digest == order.request_digest => Ok(Vec::new()),
+        // A retried checkout finds its order; another body or cart under the same key is refused.
+        OrderCommand::Place { placement, .. } if order.placed_by(&placement.request_digest, &placement.items()) => {
+            Ok(Vec::new())
+        }
         OrderCommand::Place { .. } => Err(Rejection::KeyReused),
         OrderCommand::Cancel { at } => match order.status {
             OrderStatus::Pending | OrderStatus::Reserved | OrderStatus::Confirmed => {
@@ -429,7 +431,34 @@ pub fn apply(state: &mut OrderState, event: &OrderEvent) {
     }
 }
 
+/// What was bought, product by product, regardless of line order and price.
+pub fn items<'a>(lines: impl IntoIterator<Item = (&'a ProductId, u32)>) -> Vec<(ProductId, u32)> {
+    let mut items: Vec<(ProductId, u32)> = Vec::new();
+    for (product, quantity) in lines {
+        match items.iter_mut().find(|(p, _)| p == product) {
+            Some((_, total)) => *total += quantity,
+            None => items.push((*product, quantity)),
+        }
+    }
+    items.sort();
+    items
+}
+
+impl Placement {
+    /// The products and quantities asked for.
+    pub fn items(&self) -> Vec<(ProductId, u32)> {
+        items(self.lines.iter().map(|line| (&line.product_id, line.quantity.get())))
+    }
+}
+
 impl Order {
+    /// Whether a checkout with this body digest and these items is the one
+    /// that placed the order (a retry), rather than its key reused.
+    pub fn placed_by(&self, request_digest: &str, items: &[(ProductId, u32)]) -> bool {
+        self.request_digest == request_digest
+            && items == self::items(self.lines.iter().map(|line| (&line.product_id, line.quantity.get())))
+    }
+
     /// The order as `OrderPlaced` announces it.
     pub fn placed_event(&self) -> OrderPlaced {
         OrderPlaced {
@@ -461,12 +490,15 @@ pub enum Viewer {
 }
 
 impl Viewer {
-    /// Whose orders `principal` lists: their own purchases, or as a seller their sales.
-    pub fn of(principal: &Principal) -> Self {
-        match principal.role {
-            Role::Admin => Viewer::Admin,
-            Role::Seller => Viewer::Seller(principal.user_id),
-            Role::Customer => Viewer::Customer(principal.user_id),
+    /// Whose orders `principal` lists: with `sales`, the orders holding their
+    /// products (sellers and admins only); else their own purchases, or every
+    /// order for an admin. `None`: a customer has no sales to list.
+    pub fn of(principal: &Principal, sales: bool) -> Option<Self> {
+        match (principal.role, sales) {
+            (Role::Customer, true) => None,
+            (Role::Seller | Role::Admin, true) => Some(Viewer::Seller(principal.user_id)),
+            (Role::Admin, false) => Some(Viewer::Admin),
+            (Role::Seller | Role::Customer, false) => Some(Viewer::Customer(principal.user_id)),
         }
     }
 }

@@ -78,7 +78,8 @@ impl OrderService {
         }
         // A retry finds its order without asking the catalog again.
         if let Some(order) = store::order(&self.pool, data.order_id).await.map_err(|error| stored(&error))? {
-            return if order.request_digest == data.request_digest.as_str() {
+            let asked = domain::items(data.lines.iter().map(|line| (&line.product_id, line.quantity.get())));
+            return if order.placed_by(data.request_digest.as_str(), &asked) {
                 Ok(OrderAccepted { order_id: order.id })
             } else {
                 Err(ReplyError::invalid("idempotency_key", Rejection::KeyReused.to_string()))
@@ -169,7 +170,9 @@ impl OrderService {
             }
             None => None,
         };
-        let mut orders = store::list(&self.pool, Viewer::of(&principal), command.data.status, cursor, limit + 1)
+        let viewer = Viewer::of(&principal, command.data.sales)
+            .ok_or_else(|| ReplyError::new(ErrorKind::Forbidden, "only sellers have sales"))?;
+        let mut orders = store::list(&self.pool, viewer, command.data.status, cursor, limit + 1)
             .await
             .map_err(|error| stored(&error))?;
         let next_cursor = if orders.len() > limit as usize {

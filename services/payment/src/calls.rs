@@ -6,9 +6,12 @@
 //! Settling is a compare-and-set on the attempt: only an attempt still open
 //! (`started` or `unknown`) is settled, so a worker and recovery that both
 //! learn an outcome apply it once. A timed-out call leaves its attempt
-//! `unknown`; [`Payments::recover_once`] asks the provider by the attempt's
-//! key and settles it, or makes the call again with the same key (the
-//! provider acts once per key), and starts the retries that are due.
+//! `unknown`, and so does an answer that does not prove what the provider
+//! did (a transport error or 5xx, which may come after it acted);
+//! [`Payments::recover_once`] asks the provider by the attempt's key and
+//! settles it, or makes the call again with the same key (the provider acts
+//! once per key), and starts the retries that are due. Only an explicit
+//! "not done" answer lets an operation be tried again under a new key.
 
 use std::sync::Arc;
 
@@ -29,15 +32,37 @@ use crate::saga::{ApplyError, Origin, Payments, unchanged};
 use crate::store::{self, Attempt, AttemptStatus, Ordered, PaymentChange, PaymentRow, Request, StoreError};
 
 /// The counter operators watch for captures given up.
-fn capture_failed_total() -> &'static emporium_platform::counters::Counter {
+pub(crate) fn capture_failed_total() -> &'static emporium_platform::counters::Counter {
     emporium_platform::counters::counter(
         "payment_capture_failed_total",
         "Captures given up after their bounded attempts (payment.capture_failed)",
     )
 }
 
+/// The counter operators watch for voids and refunds the provider refused
+/// for good (payments left `void_failed` or `refund_failed`).
+pub(crate) fn compensation_failed_total() -> &'static emporium_platform::counters::Counter {
+    emporium_platform::counters::counter(
+        "payment_compensation_failed_total",
+        "Voids and refunds the provider refused for good (payments void_failed or refund_failed)",
+    )
+}
+
 /// What a provider call answered.
 type Answer = Result<ProviderRef, ProviderError>;
+
+/// What an answer settles its attempt as; `None`: it does not say what the
+/// provider did, so the attempt's outcome is unknown.
+fn conclusion(answer: &Answer) -> Option<(AttemptStatus, Outcome)> {
+    match answer {
+        Ok(_) => Some((AttemptStatus::Succeeded, Outcome::Succeeded)),
+        Err(ProviderError::Declined(decline)) => {
+            Some((AttemptStatus::Declined, Outcome::Declined(decline.failure_reason())))
+        }
+        Err(ProviderError::NotDone(_)) => Some((AttemptStatus::Failed, Outcome::Failed)),
+        Err(ProviderError::Unavailable(_)) => None,
+    }
+}
 
 /// What one recovery step did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -130,13 +155,16 @@ impl Payments {
         let ordered =
             payment.ordered.clone().ok_or_else(|| corrupt(format!("payment {} has no order", payment.payment_id)))?;
 
-        let (status, outcome, note) = match &answer {
-            Ok(_) => (AttemptStatus::Succeeded, Outcome::Succeeded, "succeeded".to_owned()),
-            Err(ProviderError::Declined(decline)) => {
-                (AttemptStatus::Declined, Outcome::Declined(decline.failure_reason()), answer_note(&answer))
+        let Some((status, outcome)) = conclusion(&answer) else {
+            // The provider may have acted: never try again under a new key; ask by this one.
+            if current.status == AttemptStatus::Started {
+                store::mark_unknown(&mut *tx, &attempt.key).await?;
             }
-            Err(ProviderError::Unavailable(_)) => (AttemptStatus::Failed, Outcome::Failed, answer_note(&answer)),
+            tx.commit().await?;
+            tracing::warn!(payment.id = %payment.payment_id, key = %attempt.key, reason = %answer_note(&answer), "no conclusive answer from the provider; its outcome is unknown");
+            return Ok(None);
         };
+        let note = answer_note(&answer);
         let reference = answer.as_ref().ok();
         store::finish_attempt(&mut tx, &attempt.key, status, reference, &note, now).await?;
 
@@ -162,7 +190,7 @@ impl Payments {
         let origin = Origin { correlation_id: attempt.correlation_id, causation_id: attempt.causation_id };
         let mut version = payment.version;
         let mut events = Vec::with_capacity(transition.emit.len());
-        let mut failure_reason = None;
+        let mut failure_reason = transition.compensation_failed.then_some(note.as_str());
         for emit in &transition.emit {
             version += 1;
             events.push(payment_event(&settled, &ordered, version, *emit, &note, origin)?);
@@ -204,6 +232,10 @@ impl Payments {
         if transition.gave_up {
             capture_failed_total().increment();
             tracing::error!(payment.id = %payment.payment_id, order.id = %payment.order_id, attempts = attempt.number, reason = %note, "capture given up");
+        }
+        if transition.compensation_failed {
+            compensation_failed_total().increment();
+            tracing::error!(payment.id = %payment.payment_id, order.id = %payment.order_id, operation = attempt.operation().as_str(), key = %attempt.key, reason = %note, status = transition.status.as_str(), "the provider refused a compensation for good; an operator must look");
         }
         Ok(next)
     }
@@ -279,6 +311,10 @@ impl Payments {
             let Ok(_permit) = self.calls.acquire().await else { return Ok(Recovery::Unreachable) };
             tokio::time::timeout(self.config.timeout, self.provider.lookup(attempt.key.clone())).await
         };
+        // Whatever the answer, this attempt goes behind those not asked about as recently.
+        if let Err(error) = store::mark_checked(&self.pool, &attempt.key, self.clock.now()).await {
+            tracing::warn!(%error, key = %attempt.key, "could not record a look-up");
+        }
         let record = match looked_up {
             Ok(Ok(record)) => record,
             Ok(Err(error)) => {

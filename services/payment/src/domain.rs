@@ -10,6 +10,9 @@ use emporium_schemas::events::payment::FailureReason;
 /// Where a payment stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
+    /// The stock was held (`inventory.reserved`) before the placement was
+    /// seen: nothing is known of the order yet; its placement authorizes at once.
+    AwaitingPlacement,
     /// Recorded from `order.placed`; waiting for the stock to be held.
     AwaitingStock,
     /// An authorization call is in flight, or its outcome is unknown.
@@ -28,9 +31,13 @@ pub enum Status {
     /// A void call is in flight or due.
     Voiding,
     Voided,
+    /// The provider refused the void for good: an operator must look.
+    VoidFailed,
     /// A refund call is in flight or due.
     Refunding,
     Refunded,
+    /// The provider refused the refund for good: an operator must look.
+    RefundFailed,
     /// The order was cancelled before anything was authorized.
     Cancelled,
 }
@@ -38,6 +45,7 @@ pub enum Status {
 impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
+            Status::AwaitingPlacement => "awaiting_placement",
             Status::AwaitingStock => "awaiting_stock",
             Status::Authorizing => "authorizing",
             Status::Authorized => "authorized",
@@ -47,14 +55,17 @@ impl Status {
             Status::CaptureFailed => "capture_failed",
             Status::Voiding => "voiding",
             Status::Voided => "voided",
+            Status::VoidFailed => "void_failed",
             Status::Refunding => "refunding",
             Status::Refunded => "refunded",
+            Status::RefundFailed => "refund_failed",
             Status::Cancelled => "cancelled",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
         Some(match text {
+            "awaiting_placement" => Status::AwaitingPlacement,
             "awaiting_stock" => Status::AwaitingStock,
             "authorizing" => Status::Authorizing,
             "authorized" => Status::Authorized,
@@ -64,8 +75,10 @@ impl Status {
             "capture_failed" => Status::CaptureFailed,
             "voiding" => Status::Voiding,
             "voided" => Status::Voided,
+            "void_failed" => Status::VoidFailed,
             "refunding" => Status::Refunding,
             "refunded" => Status::Refunded,
+            "refund_failed" => Status::RefundFailed,
             "cancelled" => Status::Cancelled,
             _ => return None,
         })
@@ -151,6 +164,14 @@ pub enum SagaStep {
 pub enum Action {
     /// Record the payment, awaiting stock.
     Record,
+    /// The placement of an order whose stock is already held: record what
+    /// was ordered and start its authorization.
+    RecordAndAuthorize,
+    /// The stock was held before the placement was seen (the two streams
+    /// are consumed independently): remember it, so the placement
+    /// authorizes at once. Waiting instead would dead-letter a valid event
+    /// once the consumer's delivery bound ran out.
+    RecordStockHeldUnseen,
     /// Record the operation's attempt; a worker makes the call after the commit.
     Start(Operation),
     /// A call is in flight: compensate as soon as its outcome is known.
@@ -172,21 +193,23 @@ pub fn decide(payment: Option<&Payment>, step: SagaStep) -> Action {
     let Some(payment) = payment else {
         return match step {
             SagaStep::Placed => Action::Record,
-            SagaStep::StockReserved | SagaStep::Confirmed => Action::Wait,
+            SagaStep::StockReserved => Action::RecordStockHeldUnseen,
+            SagaStep::Confirmed => Action::Wait,
             SagaStep::Cancelled => Action::RecordCancelledUnseen,
         };
     };
     match (step, payment.status) {
+        (SagaStep::Placed, Status::AwaitingPlacement) => Action::RecordAndAuthorize,
         (SagaStep::Placed, _) => Action::Nothing,
         (SagaStep::StockReserved, Status::AwaitingStock) => Action::Start(Operation::Authorize),
         (SagaStep::StockReserved, _) => Action::Nothing,
         (SagaStep::Confirmed, Status::Authorized) => Action::Start(Operation::Capture),
         // A confirmation follows our own `payment.authorized`, which is only
         // published after the authorization is committed: wait for it.
-        (SagaStep::Confirmed, Status::AwaitingStock | Status::Authorizing) => Action::Wait,
+        (SagaStep::Confirmed, Status::AwaitingPlacement | Status::AwaitingStock | Status::Authorizing) => Action::Wait,
         (SagaStep::Confirmed, _) => Action::Nothing,
         (SagaStep::Cancelled, _) if payment.cancel_requested => Action::Nothing,
-        (SagaStep::Cancelled, Status::AwaitingStock) => Action::MarkCancelled,
+        (SagaStep::Cancelled, Status::AwaitingPlacement | Status::AwaitingStock) => Action::MarkCancelled,
         (SagaStep::Cancelled, Status::Authorizing) => Action::RememberCancel,
         (SagaStep::Cancelled, Status::Capturing) if payment.call_in_flight => Action::RememberCancel,
         // Between capture attempts nothing is in flight: stop retrying and release the hold.
@@ -199,8 +222,10 @@ pub fn decide(payment: Option<&Payment>, step: SagaStep) -> Action {
             Status::Failed
             | Status::Voiding
             | Status::Voided
+            | Status::VoidFailed
             | Status::Refunding
             | Status::Refunded
+            | Status::RefundFailed
             | Status::Cancelled,
         ) => Action::Nothing,
     }
@@ -212,7 +237,10 @@ pub enum Outcome {
     Succeeded,
     /// Refused for good.
     Declined(FailureReason),
-    /// The provider failed and did nothing; the call may be made again.
+    /// The provider answered that it did nothing: the operation may be tried
+    /// again under a new key. (An answer that does not prove this, such as a
+    /// transport error or a 5xx, is no outcome: the call is asked about by
+    /// its key instead.)
     Failed,
 }
 
@@ -250,11 +278,21 @@ pub struct Transition {
     pub retry: bool,
     /// Capture was given up: operators count these.
     pub gave_up: bool,
+    /// The provider refused a void or refund for good: operators count these.
+    pub compensation_failed: bool,
 }
 
 impl Transition {
     fn to(status: Status) -> Self {
-        Self { status, emit: Vec::new(), ledger: None, start: None, retry: false, gave_up: false }
+        Self {
+            status,
+            emit: Vec::new(),
+            ledger: None,
+            start: None,
+            retry: false,
+            gave_up: false,
+            compensation_failed: false,
+        }
     }
 
     fn emit(mut self, event: Emit) -> Self {
@@ -315,9 +353,21 @@ pub fn settle(
         (Status::Refunding, Operation::Refund, Outcome::Succeeded) => {
             Transition { ledger: Some(LedgerMove::Refund), ..Transition::to(Status::Refunded).emit(Emit::Refunded) }
         }
-        // A compensation must happen: it is tried again until the provider takes it.
-        (Status::Voiding, Operation::Void, _) => Transition { retry: true, ..Transition::to(Status::Voiding) },
-        (Status::Refunding, Operation::Refund, _) => Transition { retry: true, ..Transition::to(Status::Refunding) },
+        // A refusal for good is answered the same under every key: trying
+        // again would only hide it. It ends the compensation; operators look.
+        (Status::Voiding, Operation::Void, Outcome::Declined(_)) => {
+            Transition { compensation_failed: true, ..Transition::to(Status::VoidFailed) }
+        }
+        (Status::Refunding, Operation::Refund, Outcome::Declined(_)) => {
+            Transition { compensation_failed: true, ..Transition::to(Status::RefundFailed) }
+        }
+        // A compensation must happen: while the provider only fails to act, it is tried again.
+        (Status::Voiding, Operation::Void, Outcome::Failed) => {
+            Transition { retry: true, ..Transition::to(Status::Voiding) }
+        }
+        (Status::Refunding, Operation::Refund, Outcome::Failed) => {
+            Transition { retry: true, ..Transition::to(Status::Refunding) }
+        }
         _ => return None,
     };
     Some(transition)
@@ -353,7 +403,7 @@ mod tests {
     #[test]
     fn a_placement_records_the_payment_once() {
         assert_eq!(decide(None, SagaStep::Placed), Action::Record);
-        for status in [Status::AwaitingStock, Status::Captured, Status::Cancelled] {
+        for status in [Status::AwaitingStock, Status::Authorizing, Status::Captured, Status::Cancelled] {
             assert_eq!(decide(Some(&given(status)), SagaStep::Placed), Action::Nothing, "{status:?}");
         }
     }
@@ -370,9 +420,27 @@ mod tests {
     }
 
     #[test]
-    fn held_stock_for_an_order_not_seen_placed_waits_for_the_placement() {
-        assert_eq!(decide(None, SagaStep::StockReserved), Action::Wait);
+    fn held_stock_for_an_order_not_seen_placed_is_remembered_not_waited_on() {
+        assert_eq!(decide(None, SagaStep::StockReserved), Action::RecordStockHeldUnseen);
         assert_eq!(decide(None, SagaStep::Confirmed), Action::Wait);
+    }
+
+    #[test]
+    fn a_placement_after_its_stock_was_held_authorizes_at_once() {
+        assert_eq!(decide(Some(&given(Status::AwaitingPlacement)), SagaStep::Placed), Action::RecordAndAuthorize);
+    }
+
+    #[test]
+    fn held_stock_remembered_before_the_placement_is_not_held_twice() {
+        assert_eq!(decide(Some(&given(Status::AwaitingPlacement)), SagaStep::StockReserved), Action::Nothing);
+        assert_eq!(decide(Some(&given(Status::AwaitingPlacement)), SagaStep::Confirmed), Action::Wait);
+    }
+
+    #[test]
+    fn a_cancellation_after_held_stock_but_before_the_placement_means_no_authorization_later() {
+        let held = given(Status::AwaitingPlacement);
+        assert_eq!(decide(Some(&held), SagaStep::Cancelled), Action::MarkCancelled);
+        assert_eq!(decide(Some(&given(Status::Cancelled)), SagaStep::Placed), Action::Nothing);
     }
 
     #[test]
@@ -387,6 +455,7 @@ mod tests {
     #[test]
     fn a_cancellation_compensates_by_what_was_done() {
         let cases = [
+            (Status::AwaitingPlacement, Action::MarkCancelled),
             (Status::AwaitingStock, Action::MarkCancelled),
             (Status::Authorizing, Action::RememberCancel),
             (Status::Authorized, Action::Start(Operation::Void)),
@@ -396,8 +465,10 @@ mod tests {
             (Status::Failed, Action::Nothing),
             (Status::Voiding, Action::Nothing),
             (Status::Voided, Action::Nothing),
+            (Status::VoidFailed, Action::Nothing),
             (Status::Refunding, Action::Nothing),
             (Status::Refunded, Action::Nothing),
+            (Status::RefundFailed, Action::Nothing),
             (Status::Cancelled, Action::Nothing),
         ];
         for (status, action) in cases {
@@ -502,7 +573,35 @@ mod tests {
         assert_eq!((refunded.status, refunded.ledger), (Status::Refunded, Some(LedgerMove::Refund)));
         for (status, operation) in [(Status::Voiding, Operation::Void), (Status::Refunding, Operation::Refund)] {
             let again = settle(&given(status), operation, Outcome::Failed, 7, MAX).unwrap();
-            assert_eq!((again.status, again.retry, again.gave_up), (status, true, false), "{operation:?}");
+            assert_eq!(
+                (again.status, again.retry, again.gave_up, again.compensation_failed),
+                (status, true, false, false),
+                "{operation:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_compensation_refused_for_good_ends_in_its_failed_status_and_is_not_retried() {
+        let refused = Outcome::Declined(FailureReason::Declined);
+        for (status, operation, failed) in [
+            (Status::Voiding, Operation::Void, Status::VoidFailed),
+            (Status::Refunding, Operation::Refund, Status::RefundFailed),
+        ] {
+            let given_up = settle(&given(status), operation, refused, 1, MAX).unwrap();
+            assert_eq!(given_up.status, failed, "{operation:?}");
+            assert!(given_up.compensation_failed && !given_up.retry && !given_up.gave_up, "{operation:?}");
+            assert_eq!((given_up.emit, given_up.start, given_up.ledger), (vec![], None, None), "{operation:?}");
+        }
+    }
+
+    #[test]
+    fn a_failed_compensation_is_final_for_later_events() {
+        for status in [Status::VoidFailed, Status::RefundFailed] {
+            for step in [SagaStep::Placed, SagaStep::StockReserved, SagaStep::Confirmed, SagaStep::Cancelled] {
+                assert_eq!(decide(Some(&given(status)), step), Action::Nothing, "{status:?} {step:?}");
+            }
+            assert!(!status.is_underway());
         }
     }
 
@@ -524,6 +623,7 @@ mod tests {
     #[test]
     fn statuses_and_operations_read_back_as_written() {
         for status in [
+            Status::AwaitingPlacement,
             Status::AwaitingStock,
             Status::Authorizing,
             Status::Authorized,
@@ -533,8 +633,10 @@ mod tests {
             Status::CaptureFailed,
             Status::Voiding,
             Status::Voided,
+            Status::VoidFailed,
             Status::Refunding,
             Status::Refunded,
+            Status::RefundFailed,
             Status::Cancelled,
         ] {
             assert_eq!(Status::parse(status.as_str()), Some(status));

@@ -101,11 +101,14 @@ impl AtProvider {
     fn agrees_with(&self, status: Status) -> bool {
         let untouched = self.captures == 0 && !self.voided;
         match status {
-            Status::AwaitingStock | Status::Cancelled | Status::Failed => !self.authorized,
+            Status::AwaitingPlacement | Status::AwaitingStock | Status::Cancelled | Status::Failed => !self.authorized,
             Status::Authorized | Status::CaptureFailed => self.authorized && untouched,
             Status::Captured => self.captures == 1 && self.refunded == 0 && !self.voided,
             Status::Voided => self.authorized && self.voided && self.captures == 0,
             Status::Refunded => self.captures == 1 && self.refunded == self.captured,
+            // The provider refused the compensation: an operator must look
+            // (the clearing balance is still checked).
+            Status::VoidFailed | Status::RefundFailed => true,
             // A call may be in flight: nothing certain to compare.
             Status::Authorizing | Status::Capturing | Status::Voiding | Status::Refunding => true,
         }

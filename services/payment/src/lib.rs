@@ -2,17 +2,21 @@
 //! payment with the (simulated) provider, and keeps a double-entry ledger.
 //!
 //! It records a payment on `order.placed`, authorizes once stock is held
-//! (`inventory.reserved`), captures on `order.confirmed` (bounded retries)
-//! and compensates on `order.cancelled` (void or refund). Every outcome is
-//! published as `payment.*` through the outbox.
+//! (`inventory.reserved`; seen first, it is remembered and the placement
+//! authorizes), captures on `order.confirmed` (bounded retries) and
+//! compensates on `order.cancelled` (void or refund; one the provider
+//! refuses for good ends `void_failed`/`refund_failed` and is counted).
+//! Every outcome is published as `payment.*` through the outbox.
 //!
 //! Nobody is charged twice: every provider call has its own idempotency key
 //! and its attempt row is committed before the call is made. Calls are made
 //! by worker tasks, outside any transaction and outside the consumer's ack
-//! window, with a timeout; a call whose outcome is unknown (a timeout, or a
+//! window, with a timeout; a call whose outcome is unknown (a timeout, an
+//! answer such as a 5xx that does not prove the provider did nothing, or a
 //! crash between the commit and the call) is re-queried by its key by the
 //! recovery loop and settled as if it had answered, or made again with the
-//! same key.
+//! same key. Only an explicit "not done" answer lets an operation be tried
+//! under a new key.
 //!
 //! # Layout
 //! - [`domain`]: what each saga event and each provider outcome means for a
@@ -187,6 +191,9 @@ pub async fn run(settings: PaymentSettings, deps: Dependencies, stop: Cancellati
             .await;
         }
     });
+    // Registered now, so /metrics shows them at 0 before the first failure.
+    calls::capture_failed_total();
+    calls::compensation_failed_total();
     tracing::info!("payment ready");
 
     stop.cancelled().await;

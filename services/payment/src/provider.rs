@@ -2,6 +2,12 @@
 //! operations and a look-up, each identified by the caller's idempotency
 //! key. The provider acts at most once per key and answers a repeated key
 //! with what it recorded, so a call whose outcome was lost can be made again.
+//!
+//! Only an answer that proves the provider did nothing ([`ProviderError::NotDone`])
+//! lets the caller try the operation again under a *new* key. Anything else
+//! that is not an answer ([`ProviderError::Unavailable`]: a transport error,
+//! a 5xx, a timeout) may come after the provider acted: the call's outcome is
+//! unknown, and it is asked about (or made again) by its own key.
 
 use std::fmt;
 
@@ -64,9 +70,26 @@ pub enum ProviderError {
     /// Refused for good; the same key will be refused again.
     #[error("declined: {}", .0.as_str())]
     Declined(Decline),
-    /// The provider failed and did nothing; a call with a new key may succeed.
-    #[error("provider error: {0}")]
+    /// The provider answered, explicitly, that it did not act (and recorded
+    /// that under the key): a call with a new key may succeed.
+    #[error("not done: {0}")]
+    NotDone(String),
+    /// No answer that says what happened (a transport error, a 5xx): the
+    /// provider may have acted. Ask it by the same key; never retry under a
+    /// new one.
+    #[error("provider unavailable: {0}")]
     Unavailable(String),
+}
+
+impl ProviderError {
+    /// Whether this answer proves what the provider did with the call
+    /// (refused it, or did nothing), so the attempt can be settled.
+    pub fn is_conclusive(&self) -> bool {
+        match self {
+            ProviderError::Declined(_) | ProviderError::NotDone(_) => true,
+            ProviderError::Unavailable(_) => false,
+        }
+    }
 }
 
 /// Where a request stands at the provider.
@@ -76,6 +99,7 @@ pub enum RecordState {
     Pending,
     Succeeded,
     Declined(Decline),
+    /// The provider did not act (and says so).
     Failed(String),
 }
 
@@ -86,7 +110,7 @@ impl RecordState {
             RecordState::Pending => None,
             RecordState::Succeeded => Some(Ok(reference.clone())),
             RecordState::Declined(decline) => Some(Err(ProviderError::Declined(*decline))),
-            RecordState::Failed(message) => Some(Err(ProviderError::Unavailable(message.clone()))),
+            RecordState::Failed(message) => Some(Err(ProviderError::NotDone(message.clone()))),
         }
     }
 }
@@ -138,4 +162,24 @@ pub trait Provider: Send + Sync + fmt::Debug {
 
     /// What the provider recorded for `key`, if it ever received it.
     fn lookup(&self, key: String) -> BoxFuture<'_, Result<Option<ProviderRecord>, ProviderError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_answer_that_says_what_happened_is_conclusive() {
+        assert!(ProviderError::Declined(Decline::AlreadySettled).is_conclusive());
+        assert!(ProviderError::NotDone("try later".into()).is_conclusive());
+        assert!(!ProviderError::Unavailable("502 bad gateway".into()).is_conclusive());
+    }
+
+    #[test]
+    fn a_recorded_failure_is_answered_as_not_done() {
+        let reference = ProviderRef("cap_1".into());
+        let answer = RecordState::Failed("capture temporarily unavailable".into()).answer(&reference);
+        assert_eq!(answer, Some(Err(ProviderError::NotDone("capture temporarily unavailable".into()))));
+        assert_eq!(RecordState::Pending.answer(&reference), None);
+    }
 }

@@ -242,7 +242,29 @@ impl Payments {
         match (action, &current) {
             (Action::Record, _) => {
                 let Step::Placed(placed) = step else { return Ok(Handled::Skipped) };
-                store::insert_payment(&mut tx, &new_payment(placed, origin, self.config.commission_bps)?, now).await?;
+                let recorded = new_payment(placed, origin, self.config.commission_bps)?;
+                if !store::insert_payment(&mut tx, &recorded, now).await? {
+                    return Err(raced(order, step));
+                }
+            }
+            (Action::RecordAndAuthorize, Some(payment)) => {
+                let Step::Placed(placed) = step else { return Ok(Handled::Skipped) };
+                let recorded = new_payment(placed, origin, self.config.commission_bps)?;
+                store::record_placement(&mut tx, payment.payment_id, &recorded, now).await?;
+                let placed_payment = PaymentRow {
+                    ordered: Some(recorded.ordered),
+                    correlation_id: recorded.correlation_id,
+                    ..payment.clone()
+                };
+                let operation = Operation::Authorize;
+                call = Some(self.start_attempt(&mut tx, &placed_payment, operation, origin).await?);
+                let change = PaymentChange { status: operation.underway(), retry_at: None, ..unchanged(payment) };
+                store::update_payment(&mut tx, payment.payment_id, &change, now).await?;
+            }
+            (Action::RecordStockHeldUnseen, _) => {
+                if !store::insert_stock_held_unseen(&mut tx, order, origin.correlation_id, now).await? {
+                    return Err(raced(order, step));
+                }
             }
             (Action::Start(operation), Some(payment)) => {
                 call = Some(self.start_attempt(&mut tx, payment, operation, origin).await?);
@@ -258,7 +280,9 @@ impl Payments {
                 store::update_payment(&mut tx, payment.payment_id, &change, now).await?;
             }
             (Action::RecordCancelledUnseen, _) => {
-                store::insert_cancelled_unseen(&mut tx, order, origin.correlation_id, now).await?;
+                if !store::insert_cancelled_unseen(&mut tx, order, origin.correlation_id, now).await? {
+                    return Err(raced(order, step));
+                }
             }
             (Action::Wait, _) => {
                 return Err(ApplyError::Wait(format!("order {order}: {:?} before its payment is ready", step.kind())));
@@ -274,6 +298,13 @@ impl Payments {
         }
         Ok(Handled::Applied)
     }
+}
+
+/// Another event's payment row for the order was committed while this one
+/// decided on none: the event is taken again (rolled back, inbox row and
+/// all) and then sees that row, rather than being lost.
+fn raced(order: OrderId, step: Step<'_>) -> ApplyError {
+    ApplyError::Wait(format!("order {order}: {:?} raced another event recording its payment", step.kind()))
 }
 
 /// A locked payment's state as it is, to change a field or two of.

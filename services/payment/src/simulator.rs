@@ -6,7 +6,7 @@
 //! | token | authorization | capture |
 //! |---|---|---|
 //! | `tok_visa` | authorized | captured |
-//! | `tok_capture_flaky` | authorized | fails twice (provider error) per authorization, then captured |
+//! | `tok_capture_flaky` | authorized | fails twice per authorization (an explicit "not done" answer), then captured |
 //! | `tok_declined`, any unknown `tok_*` | declined | — |
 //! | `tok_insufficient_funds` | declined: insufficient funds | — |
 //! | `tok_timeout` | recorded as pending, never answered; settles as authorized once the clock passes `late_settle` after it arrived | — |
@@ -445,7 +445,7 @@ mod tests {
         let authorization = authorized(&simulator, "a", "tok_capture_flaky").await;
         for attempt in 1..=2 {
             let failed = simulator.capture(format!("c{attempt}"), authorization.clone(), eur(500)).await;
-            assert!(matches!(failed, Err(ProviderError::Unavailable(_))), "attempt {attempt}");
+            assert!(matches!(failed, Err(ProviderError::NotDone(_))), "attempt {attempt}");
         }
         assert!(simulator.capture("c3".into(), authorization, eur(500)).await.is_ok());
         // The count is per authorization: another one fails twice again.

@@ -58,7 +58,8 @@ pub struct PaymentRow {
     pub cancel_requested: bool,
     /// An attempt is started or of unknown outcome.
     pub call_in_flight: bool,
-    /// Absent only for a cancellation seen before its placement.
+    /// Absent only while the placement is unseen (a cancellation or held
+    /// stock seen before it).
     pub ordered: Option<Ordered>,
     pub correlation_id: Uuid,
     pub authorization_ref: Option<ProviderRef>,
@@ -180,18 +181,48 @@ pub async fn insert_payment(
     if inserted.rows_affected() == 0 {
         return Ok(false);
     }
-    let numbers: Vec<i32> = (1..).take(payment.lines.len()).collect();
-    let products: Vec<Uuid> = payment.lines.iter().map(|l| *l.product.as_uuid()).collect();
-    let sellers: Vec<Uuid> = payment.lines.iter().map(|l| *l.seller.as_uuid()).collect();
-    let quantities: Vec<i32> = payment.lines.iter().map(|l| i32::try_from(l.quantity).unwrap_or(i32::MAX)).collect();
-    let prices: Vec<i64> = payment.lines.iter().map(|l| l.unit_price).collect();
+    insert_lines(tx, payment.payment_id, &payment.lines).await?;
+    Ok(true)
+}
+
+/// Fills in what was ordered on a payment recorded before its placement was
+/// seen (its stock already held); its status is the caller's to move.
+pub async fn record_placement(
+    tx: &mut PgConnection,
+    payment_id: PaymentId,
+    payment: &NewPayment,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE payments SET customer_id = $2, amount = $3, currency = $4, payment_method = $5, correlation_id = $6,
+                updated_at = $7
+         WHERE payment_id = $1",
+    )
+    .bind(payment_id.as_uuid())
+    .bind(payment.ordered.customer.as_uuid())
+    .bind(payment.ordered.amount.amount.get())
+    .bind(payment.ordered.amount.currency.as_str())
+    .bind(payment.ordered.method.as_str())
+    .bind(payment.correlation_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    insert_lines(tx, payment_id, &payment.lines).await
+}
+
+async fn insert_lines(tx: &mut PgConnection, payment: PaymentId, lines: &[NewLine]) -> Result<(), StoreError> {
+    let numbers: Vec<i32> = (1..).take(lines.len()).collect();
+    let products: Vec<Uuid> = lines.iter().map(|l| *l.product.as_uuid()).collect();
+    let sellers: Vec<Uuid> = lines.iter().map(|l| *l.seller.as_uuid()).collect();
+    let quantities: Vec<i32> = lines.iter().map(|l| i32::try_from(l.quantity).unwrap_or(i32::MAX)).collect();
+    let prices: Vec<i64> = lines.iter().map(|l| l.unit_price).collect();
     sqlx::query(
         "INSERT INTO payment_lines (payment_id, line_no, product_id, seller_id, quantity, unit_price)
          SELECT $1, line_no, product_id, seller_id, quantity, unit_price
          FROM unnest($2::int[], $3::uuid[], $4::uuid[], $5::int[], $6::bigint[])
               AS l(line_no, product_id, seller_id, quantity, unit_price)",
     )
-    .bind(payment.payment_id.as_uuid())
+    .bind(payment.as_uuid())
     .bind(&numbers)
     .bind(&products)
     .bind(&sellers)
@@ -199,28 +230,52 @@ pub async fn insert_payment(
     .bind(&prices)
     .execute(&mut *tx)
     .await?;
-    Ok(true)
+    Ok(())
 }
 
-/// Remembers an order cancelled before its placement was seen.
+/// Remembers an order cancelled before its placement was seen. Returns
+/// whether it was new (not: another event's row was committed first).
 pub async fn insert_cancelled_unseen(
     tx: &mut PgConnection,
     order: OrderId,
     correlation_id: Uuid,
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query(
+) -> Result<bool, StoreError> {
+    insert_unseen(tx, order, Status::Cancelled, correlation_id, now).await
+}
+
+/// Remembers an order whose stock was held before its placement was seen.
+/// Returns whether it was new.
+pub async fn insert_stock_held_unseen(
+    tx: &mut PgConnection,
+    order: OrderId,
+    correlation_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    insert_unseen(tx, order, Status::AwaitingPlacement, correlation_id, now).await
+}
+
+/// A payment row with nothing known of the order but its id.
+async fn insert_unseen(
+    tx: &mut PgConnection,
+    order: OrderId,
+    status: Status,
+    correlation_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
         "INSERT INTO payments (payment_id, order_id, status, correlation_id, created_at, updated_at)
-         VALUES ($1, $2, 'cancelled', $3, $4, $4)
+         VALUES ($1, $2, $3, $4, $5, $5)
          ON CONFLICT (order_id) DO NOTHING",
     )
     .bind(Uuid::now_v7())
     .bind(order.as_uuid())
+    .bind(status.as_str())
     .bind(correlation_id)
     .bind(now)
     .execute(tx)
     .await?;
-    Ok(())
+    Ok(inserted.rows_affected() == 1)
 }
 
 /// A locked payment's new state. References and a failure reason, once
@@ -532,19 +587,36 @@ pub async fn finish_attempt(
     Ok(())
 }
 
-/// A started call timed out: its outcome is unknown until recovery asks.
-pub async fn mark_unknown(pool: &PgPool, key: &str) -> Result<bool, StoreError> {
+/// A started call timed out (or had no conclusive answer): its outcome is
+/// unknown until recovery asks.
+pub async fn mark_unknown<'c>(executor: impl sqlx::PgExecutor<'c>, key: &str) -> Result<bool, StoreError> {
     let marked = sqlx::query(
         "UPDATE provider_attempts SET status = 'unknown' WHERE idempotency_key = $1 AND status = 'started'",
     )
     .bind(key)
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(marked.rows_affected() == 1)
 }
 
+/// Recovery asked the provider about an open attempt (and it is still open):
+/// it goes to the back of recovery's queue.
+pub async fn mark_checked(pool: &PgPool, key: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE provider_attempts SET checked_at = $2
+         WHERE idempotency_key = $1 AND status IN ('started', 'unknown')",
+    )
+    .bind(key)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Attempts whose outcome recovery must find: every `unknown` one, and
-/// `started` ones older than `started_before` (a crash between commit and call).
+/// `started` ones older than `started_before` (a crash between commit and
+/// call); never asked about first, then those asked least recently, so
+/// attempts the provider keeps answering "pending" cannot starve newer ones.
 pub async fn attempts_to_recover(
     pool: &PgPool,
     started_before: DateTime<Utc>,
@@ -553,7 +625,7 @@ pub async fn attempts_to_recover(
     let query = format!(
         "SELECT {ATTEMPT_COLUMNS} FROM provider_attempts a JOIN payments p USING (payment_id)
          WHERE a.status = 'unknown' OR (a.status = 'started' AND a.started_at < $1)
-         ORDER BY a.started_at LIMIT $2"
+         ORDER BY a.checked_at NULLS FIRST, a.started_at LIMIT $2"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(query)).bind(started_before).bind(limit).fetch_all(pool).await?;
     rows.iter().map(Attempt::from_row).collect()

@@ -2,9 +2,11 @@
 //! the upstream events on their subjects (and, for recovery, its step run
 //! directly): authorization and capture, declines, flaky and exhausted
 //! captures, voids and refunds, a late authorization voided, duplicates,
-//! disorder, a crash between the attempt's commit and the call, and a
-//! cancellation racing an authorization in flight. Every test reconciles
-//! the ledger with the simulated provider's records.
+//! disorder, a crash between the attempt's commit and the call, a
+//! cancellation racing an authorization in flight, a capture answered with
+//! a 5xx after the provider acted, a void refused for good, and recovery
+//! under many pending calls. Every test reconciles the ledger with the
+//! simulated provider's records.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,7 +20,7 @@ use emporium_nats::{
 };
 use emporium_payment::domain::Status;
 use emporium_payment::journal::Account;
-use emporium_payment::provider::{Provider, RecordState};
+use emporium_payment::provider::{Decline, Provider, ProviderError, ProviderRecord, ProviderRef, RecordState};
 use emporium_payment::store::{self, NewAttempt, PaymentChange, Request};
 use emporium_payment::{Dependencies, PaymentSettings, Payments, Simulator, SimulatorConfig, ledger};
 use emporium_schemas::events::inventory::InventoryReserved;
@@ -29,6 +31,7 @@ use emporium_schemas::values::{
 use emporium_schemas::{EntityKey, Envelope, Event, Partition, Seq};
 use emporium_test_harness::{TestDatabase, TestNats, eventually};
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -92,6 +95,16 @@ impl World {
     }
 
     async fn with(recovery: Recovery, adjust: impl FnOnce(&mut PaymentSettings)) -> Self {
+        Self::with_provider(recovery, adjust, |simulator| Arc::new(simulator)).await
+    }
+
+    /// A world whose service reaches the simulator through `provider` (a
+    /// test's recovery engine reaches it directly).
+    async fn with_provider(
+        recovery: Recovery,
+        adjust: impl FnOnce(&mut PaymentSettings),
+        provider: impl FnOnce(Simulator) -> Arc<dyn Provider>,
+    ) -> Self {
         let mut settings = test_settings();
         adjust(&mut settings);
         let nats = TestNats::start().await.unwrap();
@@ -138,7 +151,7 @@ impl World {
             nats: nats.client().clone(),
             partitions: PARTITIONS,
             clock: Arc::new(clock.clone()),
-            provider: Arc::new(simulator.clone()),
+            provider: provider(simulator.clone()),
         };
         tokio::spawn(emporium_payment::run(settings.clone(), deps, stop.clone()));
         Self {
@@ -190,20 +203,6 @@ impl World {
         })
         .await;
         assert!(consumed, "{durable} never acked stream sequence {sequence}");
-    }
-
-    /// Waits until `context`'s consumer has been handed stream sequence `sequence` at least once.
-    async fn wait_delivered(&self, context: &'static str, sequence: u64) {
-        let subscription = Subscription { service: emporium_payment::SERVICE, context };
-        let durable = subscription.durable_name(Partition::all(PARTITIONS).next().unwrap());
-        let stream = emporium_nats::topology::event_stream(context);
-        let delivered = eventually(WAIT, || async {
-            let mut consumer: async_nats::jetstream::consumer::PullConsumer =
-                self.jetstream.get_stream(&stream).await.unwrap().get_consumer(&durable).await.unwrap();
-            consumer.info().await.unwrap().delivered.stream_sequence >= sequence
-        })
-        .await;
-        assert!(delivered, "{durable} was never handed stream sequence {sequence}");
     }
 
     /// The `payment.*` events of `order` seen so far, in order.
@@ -600,18 +599,50 @@ async fn a_duplicated_or_replayed_event_changes_nothing() {
 }
 
 #[tokio::test]
-async fn held_stock_seen_before_the_placement_waits_for_it() {
+async fn held_stock_seen_before_the_placement_is_remembered_and_authorized_when_the_placement_arrives() {
     let world = World::start().await;
     let order = OrderId::new_v7();
     let placed = simple_order(order, "tok_visa");
     let reservation = reserve(&placed);
     let sequence = world.publish_as(&reservation, &reservation.message_id()).await;
-    world.wait_delivered("inventory", sequence).await;
-    assert!(world.payment(order).await.is_none());
+    // Acked, not waited on: redelivered until the consumer's bound ran out,
+    // a lagging order consumer would have sent it to the DLQ.
+    world.wait_consumed("inventory", sequence).await;
+    let remembered = world.payment(order).await.unwrap();
+    assert_eq!((remembered.status, remembered.ordered), (Status::AwaitingPlacement, None));
+    assert!(world.attempts(order).await.is_empty());
 
     world.publish(&[place(&placed)]).await;
     world.wait_for(order, "payment.authorized").await;
     world.wait_status(order, Status::Authorized).await;
+    assert_eq!(world.attempts(order).await, [("authorize".to_owned(), 1, "succeeded".to_owned())]);
+
+    // What the late placement recorded is enough to capture and split the sale.
+    world.publish(&[confirm(&placed)]).await;
+    world.wait_for(order, "payment.captured").await;
+    world.wait_status(order, Status::Captured).await;
+    assert_eq!(world.types(order), ["payment.authorized", "payment.captured"]);
+    assert_eq!(world.entry_kinds(order).await, ["charge", "sale"]);
+    world.assert_reconciled().await;
+}
+
+#[tokio::test]
+async fn an_order_cancelled_after_its_stock_was_held_but_before_its_placement_was_seen_is_never_authorized() {
+    let world = World::start().await;
+    let order = OrderId::new_v7();
+    let placed = simple_order(order, "tok_visa");
+    let reservation = reserve(&placed);
+    let reserved = world.publish_as(&reservation, &reservation.message_id()).await;
+    world.wait_consumed("inventory", reserved).await;
+    world.publish(&[cancel(&placed, 2, OrderStatus::Reserved)]).await;
+    world.wait_status(order, Status::Cancelled).await;
+
+    let placement = place(&placed);
+    let sequence = world.publish_as(&placement, &placement.message_id()).await;
+    world.wait_consumed("order", sequence).await;
+    assert_eq!(world.payment(order).await.unwrap().status, Status::Cancelled);
+    assert!(world.attempts(order).await.is_empty());
+    assert!(world.simulator.records().is_empty(), "the provider never heard of it");
     world.assert_reconciled().await;
 }
 
@@ -636,6 +667,11 @@ async fn a_cancellation_before_the_stock_is_held_means_no_authorization_later() 
 /// `started`, and the payment authorizing), without making the call: the
 /// state a crash between the commit and the call leaves.
 async fn crash_before_calling(world: &World, order: OrderId) -> String {
+    crash_before_calling_at(world, order, Duration::from_secs(60)).await
+}
+
+/// [`crash_before_calling`], the attempt started `ago` (longer than the call's timeout).
+async fn crash_before_calling_at(world: &World, order: OrderId, ago: Duration) -> String {
     let mut tx = world.pool().begin().await.unwrap();
     let payment = store::lock_payment_by_order(&mut tx, order).await.unwrap().unwrap();
     let ordered = payment.ordered.clone().unwrap();
@@ -648,7 +684,7 @@ async fn crash_before_calling(world: &World, order: OrderId) -> String {
         causation_id: Uuid::now_v7(),
     };
     // Started longer ago than the call's timeout: the process died with it.
-    let long_ago = emporium_nats::Clock::now(&world.clock) - chrono::TimeDelta::seconds(60);
+    let long_ago = emporium_nats::Clock::now(&world.clock) - chrono::TimeDelta::from_std(ago).unwrap();
     let attempt = store::insert_attempt(&mut tx, attempt, long_ago).await.unwrap();
     let change = PaymentChange {
         status: Status::Authorizing,
@@ -769,4 +805,181 @@ async fn the_database_refuses_an_unbalanced_entry_whatever_the_code_does() {
     assert!(refused.to_string().contains("does not balance"), "{refused}");
     let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM journal_entries").fetch_one(db.pool()).await.unwrap();
     assert_eq!(entries, 0);
+}
+
+/// What goes wrong between the service and the simulator.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// The provider makes every capture, then the answer is lost to a 502.
+    CaptureAnswerLost,
+    /// The provider refuses every void for good.
+    VoidRefused(Decline),
+}
+
+/// The simulator behind a faulty network or a stubborn provider.
+#[derive(Debug)]
+struct Faulty {
+    simulator: Simulator,
+    fault: Fault,
+}
+
+impl Provider for Faulty {
+    fn authorize(
+        &self,
+        key: String,
+        method: PaymentMethod,
+        amount: Money,
+    ) -> BoxFuture<'_, Result<ProviderRef, ProviderError>> {
+        self.simulator.authorize(key, method, amount)
+    }
+
+    fn capture(
+        &self,
+        key: String,
+        authorization: ProviderRef,
+        amount: Money,
+    ) -> BoxFuture<'_, Result<ProviderRef, ProviderError>> {
+        Box::pin(async move {
+            let answer = self.simulator.capture(key, authorization, amount).await;
+            match self.fault {
+                Fault::CaptureAnswerLost => Err(ProviderError::Unavailable("502 bad gateway".to_owned())),
+                Fault::VoidRefused(_) => answer,
+            }
+        })
+    }
+
+    fn void(&self, key: String, authorization: ProviderRef) -> BoxFuture<'_, Result<ProviderRef, ProviderError>> {
+        match self.fault {
+            Fault::VoidRefused(decline) => Box::pin(async move { Err(ProviderError::Declined(decline)) }),
+            Fault::CaptureAnswerLost => self.simulator.void(key, authorization),
+        }
+    }
+
+    fn refund(
+        &self,
+        key: String,
+        capture: ProviderRef,
+        amount: Money,
+    ) -> BoxFuture<'_, Result<ProviderRef, ProviderError>> {
+        self.simulator.refund(key, capture, amount)
+    }
+
+    fn lookup(&self, key: String) -> BoxFuture<'_, Result<Option<ProviderRecord>, ProviderError>> {
+        self.simulator.lookup(key)
+    }
+}
+
+fn faulty(fault: Fault) -> impl FnOnce(Simulator) -> Arc<dyn Provider> {
+    move |simulator| Arc::new(Faulty { simulator, fault })
+}
+
+#[tokio::test]
+async fn a_capture_answered_with_a_server_error_after_the_provider_acted_is_asked_about_never_made_again() {
+    let world = World::with_provider(Recovery::Test, |_| {}, faulty(Fault::CaptureAnswerLost)).await;
+    let recovery = world.engine();
+    let order = OrderId::new_v7();
+    let placed = simple_order(order, "tok_visa");
+    world.publish(&[place(&placed), reserve(&placed)]).await;
+    world.wait_for(order, "payment.authorized").await;
+    world.publish(&[confirm(&placed)]).await;
+
+    let unknown = eventually(WAIT, || async {
+        world.attempts(order).await.contains(&("capture".to_owned(), 1, "unknown".to_owned()))
+    })
+    .await;
+    assert!(unknown, "a 502 did not leave the capture unknown: {:?}", world.attempts(order).await);
+    assert_eq!(world.payment(order).await.unwrap().status, Status::Capturing);
+    let captures =
+        |records: Vec<ProviderRecord>| records.into_iter().filter(|r| r.operation.as_str() == "capture").count();
+    assert_eq!(captures(world.provider_records(order).await), 1, "the provider did capture");
+
+    let recovered = recovery.recover_once().await.unwrap();
+    assert_eq!((recovered.settled, recovered.reissued, recovered.retried), (1, 0, 0), "{recovered:?}");
+    assert_eq!(world.payment(order).await.unwrap().status, Status::Captured);
+    world.wait_for(order, "payment.captured").await;
+    let mut attempts = world.attempts(order).await;
+    attempts.sort();
+    assert_eq!(
+        attempts,
+        [("authorize".to_owned(), 1, "succeeded".to_owned()), ("capture".to_owned(), 1, "succeeded".to_owned())],
+        "no capture under a new key"
+    );
+    assert_eq!(captures(world.provider_records(order).await), 1);
+    assert_eq!(world.types(order), ["payment.authorized", "payment.captured"]);
+    assert_eq!(world.entry_kinds(order).await, ["charge", "sale"]);
+    world.assert_reconciled().await;
+}
+
+#[tokio::test]
+async fn a_void_the_provider_refuses_for_good_ends_the_compensation_and_is_counted_not_retried() {
+    let refused = faulty(Fault::VoidRefused(Decline::AlreadySettled));
+    let world = World::with_provider(Recovery::Test, |_| {}, refused).await;
+    let recovery = world.engine();
+    let counter = emporium_platform::counters::counter("payment_compensation_failed_total", "compensations refused");
+    let before = counter.get();
+    let order = OrderId::new_v7();
+    let placed = simple_order(order, "tok_visa");
+    world.publish(&[place(&placed), reserve(&placed)]).await;
+    world.wait_for(order, "payment.authorized").await;
+    world.wait_status(order, Status::Authorized).await;
+
+    world.publish(&[cancel(&placed, 3, OrderStatus::Reserved)]).await;
+    world.wait_status(order, Status::VoidFailed).await;
+    assert!(counter.get() > before, "payment_compensation_failed_total was not counted");
+    let payment = world.payment(order).await.unwrap();
+    assert_eq!(payment.retry_at, None, "nothing is due again");
+    let reason: Option<String> = sqlx::query_scalar("SELECT failure_reason FROM payments WHERE order_id = $1")
+        .bind(order.as_uuid())
+        .fetch_one(world.pool())
+        .await
+        .unwrap();
+    assert_eq!(reason.as_deref(), Some("declined: already_settled"));
+
+    // Long after any backoff, recovery still finds nothing to try again.
+    world.clock.advance(Duration::from_secs(600));
+    assert_eq!(recovery.recover_once().await.unwrap(), Default::default());
+    let mut attempts = world.attempts(order).await;
+    attempts.sort();
+    assert_eq!(
+        attempts,
+        [("authorize".to_owned(), 1, "succeeded".to_owned()), ("void".to_owned(), 1, "declined".to_owned())]
+    );
+    assert_eq!(world.payment(order).await.unwrap().status, Status::VoidFailed);
+    assert_eq!(world.types(order), ["payment.authorized"], "no event type is invented for it");
+    world.assert_reconciled().await;
+}
+
+#[tokio::test]
+async fn calls_the_provider_keeps_pending_do_not_keep_recovery_from_newer_ones() {
+    let world = World::with(Recovery::Test, |settings| settings.provider_timeout = Duration::from_millis(300)).await;
+    let mut recovery = world.engine();
+    // A batch this small stands for the 100 of production.
+    Arc::get_mut(&mut recovery).unwrap().config.recovery_batch = 2;
+    let pending = [OrderId::new_v7(), OrderId::new_v7()];
+    for order in pending {
+        let placed = simple_order(order, "tok_timeout");
+        world.publish(&[place(&placed), reserve(&placed)]).await;
+    }
+    for order in pending {
+        let unknown = eventually(WAIT, || async {
+            world.attempts(order).await == [("authorize".to_owned(), 1, "unknown".to_owned())]
+        })
+        .await;
+        assert!(unknown, "the call never timed out: {:?}", world.attempts(order).await);
+    }
+    assert_eq!(recovery.recover_once().await.unwrap().pending, 2);
+
+    // A newer call of unknown outcome (its process died between commit and call) behind a full batch of pending ones.
+    world.clock.advance(Duration::from_secs(10));
+    let newer = OrderId::new_v7();
+    world.publish(&[place(&simple_order(newer, "tok_visa"))]).await;
+    world.wait_status(newer, Status::AwaitingStock).await;
+    crash_before_calling_at(&world, newer, Duration::from_secs(1)).await;
+
+    let recovered = recovery.recover_once().await.unwrap();
+    assert_eq!((recovered.reissued, recovered.pending), (1, 1), "{recovered:?}");
+    assert_eq!(world.payment(newer).await.unwrap().status, Status::Authorized);
+    // The pending ones take turns: each is asked about again.
+    assert_eq!(recovery.recover_once().await.unwrap().pending, 2);
+    world.assert_reconciled().await;
 }

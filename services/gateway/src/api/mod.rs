@@ -83,5 +83,6 @@ pub fn routes(state: ApiState) -> Router {
         .route("/api/v1/orders", get(orders::list))
         .route("/api/v1/orders/{id}", get(orders::order))
         .route("/api/v1/orders/{id}/cancel", post(orders::cancel))
+        .route("/api/v1/seller/orders", get(orders::sales))
         .with_state(state)
 }

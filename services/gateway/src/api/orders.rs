@@ -1,6 +1,6 @@
-//! `/orders`: what customers bought, what sellers sold (their lines only),
-//! everything for admins; one order's status, payment, shipment and
-//! timeline; and cancelling before shipment.
+//! `/orders`: what the caller bought (everything, for admins); one order's
+//! status, payment, shipment and timeline; cancelling before shipment; and
+//! `/seller/orders`, what a seller sold (their lines only).
 
 use std::collections::HashMap;
 
@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use emporium_schemas::ReplyError;
 use emporium_schemas::commands::order::{CancelOrder, GetOrder, ListOrders, OrderPage, OrderView};
 use emporium_schemas::events::order::OrderStatus;
-use emporium_schemas::values::OrderId;
+use emporium_schemas::values::{OrderId, Role};
 use uuid::Uuid;
 
 use super::ApiState;
@@ -32,6 +32,25 @@ pub async fn list(
     Ok(axum::Json(api.call(Some(principal), &request_id, query).await?))
 }
 
+/// The seller's sales: orders holding their products, their lines only, newest first.
+#[utoipa::path(get, path = "/api/v1/seller/orders", tag = "orders", security(("bearer" = [])), params(ListOrders),
+    responses(
+        (status = 200, description = "One page; pass `next_cursor` as `cursor` for the next", body = OrderPage),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a seller", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A parameter breaks a rule; `field` names it", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn sales(
+    State(api): State<ApiState>,
+    request_id: RequestId,
+    caller: Caller,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<axum::Json<OrderPage>, Problem> {
+    let principal = caller.require(&[Role::Seller, Role::Admin])?;
+    let query = ListOrders { sales: true, ..list_from(&params)? };
+    Ok(axum::Json(api.call(Some(principal), &request_id, query).await?))
+}
+
 /// Reads the query parameters one by one, so a bad one is named.
 fn list_from(params: &HashMap<String, String>) -> Result<ListOrders, Problem> {
     let given = |name: &str| params.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
@@ -52,7 +71,7 @@ fn list_from(params: &HashMap<String, String>) -> Result<ListOrders, Problem> {
             Some(text.parse().map_err(|_| ReplyError::invalid("limit", format!("must be 1 to 100, got {text:?}")))?)
         }
     };
-    Ok(ListOrders { status, cursor: given("cursor").map(str::to_owned), limit })
+    Ok(ListOrders { sales: false, status, cursor: given("cursor").map(str::to_owned), limit })
 }
 
 /// One order as the caller may see it (404 if it is not theirs to see).

@@ -203,6 +203,13 @@ impl Stack {
     /// `adjust` may change their settings first.
     pub async fn with_commerce(adjust: impl FnOnce(&mut OrderSettings, &mut PaymentSettings)) -> Self {
         let mut stack = Self::with_catalog().await;
+        Box::pin(stack.start_commerce(adjust)).await;
+        stack
+    }
+
+    /// Starts order, payment and cart (catalog and inventory must run already).
+    pub async fn start_commerce(&mut self, adjust: impl FnOnce(&mut OrderSettings, &mut PaymentSettings)) {
+        let stack = self;
         let clock = Arc::new(ManualClock::at(chrono::Utc::now()));
         let mut order_settings = OrderSettings::from_source(|_| None).unwrap();
         order_settings.sweep_every = Duration::from_millis(25);
@@ -258,7 +265,6 @@ impl Stack {
         .await;
         assert!(up, "order or cart never answered");
         stack.commerce = Some(Commerce { clock, simulator, order_db, payment_db });
-        stack
     }
 
     pub fn commerce(&self) -> &Commerce {

@@ -26,7 +26,11 @@ fn line(seller: UserId, quantity: u32, price: i64) -> PricedLine {
 
 fn placement(digest: &str) -> Placement {
     let (a, b) = (UserId::new_v7(), UserId::new_v7());
-    let lines = vec![line(a, 2, 500), line(b, 1, 250)];
+    // The same products every time: a retried checkout asks for the same items.
+    let mut lines = vec![line(a, 2, 500), line(b, 1, 250)];
+    for (n, line) in (1_u128..).zip(&mut lines) {
+        line.product_id = emporium_schemas::values::ProductId::from_uuid(uuid::Uuid::from_u128(n));
+    }
     Placement {
         order_id: OrderId::new_v7(),
         customer_id: UserId::new_v7(),
@@ -235,6 +239,15 @@ fn placing_again_with_the_same_body_changes_nothing_and_another_body_is_refused(
 }
 
 #[test]
+fn the_same_key_and_body_with_another_cart_is_refused() {
+    let state = given(&[place()]);
+    let mut same_body_other_cart = placement("digest-a");
+    same_body_other_cart.lines = vec![line(UserId::new_v7(), 1, 500)].try_into().unwrap();
+    let retry = OrderCommand::Place { placement: Box::new(same_body_other_cart), at: t(9) };
+    assert_eq!(decide(&state, &retry), Err(Rejection::KeyReused));
+}
+
+#[test]
 fn nothing_but_placing_reaches_an_order_that_does_not_exist() {
     let nothing = OrderState::default();
     for command in
@@ -312,6 +325,10 @@ fn customers_see_their_own_orders_sellers_their_own_lines_admins_everything() {
     assert_eq!(theirs.lines.len(), 1);
     assert_eq!(theirs.total, money(1000));
     assert!(may_cancel(order, &as_(order.customer_id, Role::Customer)));
+    assert_eq!(Viewer::of(&as_(seller, Role::Seller), true), Some(Viewer::Seller(seller)));
+    assert_eq!(Viewer::of(&as_(seller, Role::Seller), false), Some(Viewer::Customer(seller)));
+    assert_eq!(Viewer::of(&as_(seller, Role::Customer), true), None);
+    assert_eq!(Viewer::of(&as_(seller, Role::Admin), false), Some(Viewer::Admin));
     assert!(!may_cancel(order, &as_(seller, Role::Seller)));
 }
 
