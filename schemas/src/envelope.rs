@@ -157,6 +157,26 @@ impl<D> Envelope<D> {
     }
 }
 
+/// Where new messages come from: the flow they belong to (`correlation_id`)
+/// and the message that caused them (`causation_id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub correlation_id: Uuid,
+    pub causation_id: Uuid,
+}
+
+impl<D> From<&Envelope<D>> for Origin {
+    fn from(event: &Envelope<D>) -> Self {
+        Self { correlation_id: event.correlation_id, causation_id: *event.id.as_uuid() }
+    }
+}
+
+impl<C> From<&CommandEnvelope<C>> for Origin {
+    fn from(command: &CommandEnvelope<C>) -> Self {
+        Self { correlation_id: command.correlation_id, causation_id: *command.id.as_uuid() }
+    }
+}
+
 /// The envelope as it is on the wire; `T` is the payload, typed or raw.
 #[derive(Debug, Serialize, Deserialize)]
 struct EventWire<T> {

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use emporium_nats::Routes;
 use emporium_schemas::commands::inventory::{GetStock, ProductStock, SetStock};
 use emporium_schemas::events::inventory::StockChangeReason;
-use emporium_schemas::{CommandEnvelope, ErrorKind, ReplyError};
+use emporium_schemas::{CommandEnvelope, ErrorKind, Origin, ReplyError};
 
 use crate::domain::{self, SetStockError};
-use crate::saga::{Inventory, Origin, stock_changed};
+use crate::saga::{Inventory, stock_changed};
 use crate::store::{self, Cause, Delta, MovementReason};
 
 /// Every inventory command, bound to its answer.

@@ -20,7 +20,7 @@ use emporium_schemas::events::inventory::{
 use emporium_schemas::events::order::{OrderCancelled, OrderConfirmed, OrderPlaced};
 use emporium_schemas::events::shipping::ShippingShipped;
 use emporium_schemas::values::{NonEmpty, OrderId, ProductId, ProductQuantity, Quantity, StockLevel};
-use emporium_schemas::{CommandEnvelope, EntityKey, Envelope, Event, MessageId, Seq};
+use emporium_schemas::{EntityKey, Envelope, Event, MessageId, Origin, Seq};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -35,25 +35,6 @@ pub struct Inventory {
     pub clock: SharedClock,
     /// The backstop never releases a hold sooner than this after placement.
     pub backstop_floor: Duration,
-}
-
-/// Where new events come from: the correlation and the message that caused them.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Origin {
-    correlation_id: Uuid,
-    causation_id: Uuid,
-}
-
-impl<D> From<&Envelope<D>> for Origin {
-    fn from(event: &Envelope<D>) -> Self {
-        Self { correlation_id: event.correlation_id, causation_id: *event.id.as_uuid() }
-    }
-}
-
-impl<C> From<&CommandEnvelope<C>> for Origin {
-    fn from(command: &CommandEnvelope<C>) -> Self {
-        Self { correlation_id: command.correlation_id, causation_id: *command.id.as_uuid() }
-    }
 }
 
 /// Why applying an event failed: storage (retry) or an event we cannot encode (reject).

@@ -21,14 +21,14 @@ use emporium_schemas::events::payment::{
     PaymentAuthorized, PaymentCaptureFailed, PaymentCaptured, PaymentFailed, PaymentRefunded, PaymentVoided,
 };
 use emporium_schemas::values::Text;
-use emporium_schemas::{EntityKey, Envelope, Event, Seq};
+use emporium_schemas::{EntityKey, Envelope, Event, Origin, Seq};
 use futures::future::join_all;
 use sqlx::PgConnection;
 
 use crate::domain::{self, Emit, LedgerMove, Operation, Outcome, Status};
 use crate::journal::{self, EntryKind};
 use crate::provider::{ProviderError, ProviderRef};
-use crate::saga::{ApplyError, Origin, Payments, unchanged};
+use crate::saga::{ApplyError, Payments, unchanged};
 use crate::store::{self, Attempt, AttemptStatus, Ordered, PaymentChange, PaymentRow, Request, StoreError};
 
 /// The counter operators watch for captures given up.

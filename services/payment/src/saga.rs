@@ -14,12 +14,11 @@ use emporium_nats::{Delivery, Handled, Handler, HandlerError, OutboxSignal, Shar
 use emporium_schemas::events::inventory::InventoryReserved;
 use emporium_schemas::events::order::{OrderCancelled, OrderConfirmed, OrderPlaced};
 use emporium_schemas::values::{OrderId, PaymentId};
-use emporium_schemas::{Envelope, MessageId};
+use emporium_schemas::{Envelope, MessageId, Origin};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use uuid::Uuid;
 
 use crate::PaymentSettings;
 use crate::domain::{self, Action, Operation, SagaStep};
@@ -87,19 +86,6 @@ impl Payments {
         self.stopping.cancel();
         self.workers.close();
         self.workers.wait().await;
-    }
-}
-
-/// Where new events and calls come from: the correlation and the message that caused them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Origin {
-    pub correlation_id: Uuid,
-    pub causation_id: Uuid,
-}
-
-impl<D> From<&Envelope<D>> for Origin {
-    fn from(event: &Envelope<D>) -> Self {
-        Self { correlation_id: event.correlation_id, causation_id: *event.id.as_uuid() }
     }
 }
 
