@@ -61,6 +61,13 @@ pub struct CommitMeta {
     pub inbox: Option<InboxEntry>,
 }
 
+impl CommitMeta {
+    /// Where the events of this commit come from.
+    pub fn origin(&self) -> emporium_schemas::Origin {
+        emporium_schemas::Origin { correlation_id: self.correlation_id, causation_id: self.causation_id }
+    }
+}
+
 /// Where an entity's state lives. `commit` is version-checked: it succeeds only
 /// if the stored version is still `expected_version`.
 pub trait EntityStore<E: Entity>: Send + Sync + 'static {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use emporium_nats::{Delivery, EventSet, Handled, Handler, HandlerError};
 use emporium_schemas::Envelope;
 
-use crate::entity::{CommitMeta, Entity, StoreError};
+use crate::entity::{CommitMeta, Entity};
 use crate::host::{EntityHost, HostError};
 use crate::writer::InboxEntry;
 
@@ -55,7 +55,6 @@ impl<E: Entity, R: EventRoute<E>> Handler for ToEntities<E, R> {
             Ok(_) => Ok(Handled::Applied),
             // The entity's rules refuse what the event implies: an impossible event.
             Err(HostError::Rejected(rejection)) => Err(HandlerError::Reject(rejection.to_string())),
-            Err(HostError::Store(StoreError::Duplicate)) => Ok(Handled::Skipped),
             // Overload, a failed actor, storage trouble: not acked, redelivered later.
             Err(error) => Err(HandlerError::Retry(error.to_string())),
         }

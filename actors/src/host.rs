@@ -22,6 +22,8 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use emporium_schemas::{ErrorKind, ReplyError};
+
 use crate::entity::{CommitMeta, Entity, EntityStore, StoreError, Versioned};
 
 /// How a host behaves.
@@ -61,6 +63,33 @@ pub enum HostError<R> {
     Timeout(Duration),
     #[error("the host has stopped")]
     Stopped,
+}
+
+impl<R: std::fmt::Display> HostError<R> {
+    /// The reply a command's caller gets for this failure: the entity's own
+    /// refusal as a conflict (services map their rejections more finely
+    /// first), a version conflict left after the retries as a conflict to
+    /// retry, overload and unavailable storage as `overloaded` (503 with
+    /// `Retry-After`), anything else as `internal` (logged here, once).
+    pub fn reply(&self) -> ReplyError {
+        match self {
+            HostError::Rejected(rejection) => ReplyError::new(ErrorKind::Conflict, rejection.to_string()),
+            HostError::Overloaded => {
+                ReplyError::new(ErrorKind::Overloaded, "too much work in flight; retry shortly").retry_after(1)
+            }
+            HostError::Store(StoreError::Conflict { .. }) => {
+                ReplyError::new(ErrorKind::Conflict, "it kept changing meanwhile; try again")
+            }
+            HostError::Store(StoreError::Unavailable(reason)) => {
+                tracing::warn!(%reason, "entity storage unavailable");
+                ReplyError::new(ErrorKind::Overloaded, "storage is unavailable; try again shortly").retry_after(1)
+            }
+            other => {
+                tracing::error!(error = %other, "command failed");
+                ReplyError::new(ErrorKind::Internal, "the command could not be completed")
+            }
+        }
+    }
 }
 
 /// What a caller gets back: the events committed, or why there are none.

@@ -11,13 +11,11 @@
 //!   in one Postgres transaction.
 //! - [`postgres`]: entities stored in Postgres ([`PgStore`]) through the writer.
 //! - [`deadlines`]: durable deadlines, fired by a sweeper under a lease.
-//! - [`commands`]: partition-addressed commands served by the host.
 //! - [`events`]: consumer-loop handlers that route events to the same actors.
 //!
 //! One message at a time per entity is ractor's guarantee for one actor; the
 //! host makes sure there is only one actor per entity id.
 
-pub mod commands;
 pub mod deadlines;
 pub mod entity;
 pub mod events;

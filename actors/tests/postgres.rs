@@ -10,11 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use emporium_actors::commands::{self, CommandRoute, host_error};
 use emporium_actors::deadlines::DeadlineSweeper;
 use emporium_actors::{
-    CommitMeta, Entity, EntityHost, GroupCommit, HostConfig, HostError, InboxEntry, Outcome, Persistent, PgStore,
-    WriterConfig, postgres,
+    CommitMeta, Entity, EntityHost, GroupCommit, HostConfig, HostError, InboxEntry, Persistent, PgStore, WriterConfig,
+    postgres,
 };
 use emporium_nats::{Clock, ManualClock, OutboxSignal, OutgoingEvent, outbox};
 use emporium_schemas::commands::cart::AddItem;
@@ -271,28 +270,6 @@ async fn host_restarted(pool: &PgPool) -> (EntityHost<Ticket>, GroupCommit) {
     host(pool, config()).await
 }
 
-/// `cart.add_item` routed to a ticket, for the sake of the test: adds the quantity.
-struct AddToTicket;
-
-impl CommandRoute<Ticket> for AddToTicket {
-    type Command = AddItem;
-    type Answer = usize;
-
-    fn route(&self, command: CommandEnvelope<AddItem>) -> Result<(Uuid, TicketCommand, CommitMeta), ReplyError> {
-        let key = command.key.as_ref().and_then(Ticket::id).ok_or_else(|| ReplyError::invalid("key", "a ticket id"))?;
-        let meta =
-            CommitMeta { correlation_id: command.correlation_id, causation_id: *command.id.as_uuid(), inbox: None };
-        Ok((key, TicketCommand::Add(command.data.quantity.get()), meta))
-    }
-
-    fn answer(&self, outcome: Outcome<Ticket>) -> Reply<usize> {
-        match outcome {
-            Ok(events) => Reply::Ok(events.len()),
-            Err(error) => Reply::Error(host_error(&error)),
-        }
-    }
-}
-
 #[tokio::test]
 async fn partition_addressed_commands_land_on_their_entity_and_only_on_their_partition() {
     let db = database().await;
@@ -300,15 +277,20 @@ async fn partition_addressed_commands_land_on_their_entity_and_only_on_their_par
     let (host, _) = host(db.pool(), config()).await;
     let stop = CancellationToken::new();
     let partitions = 4;
-    let serving = tokio::spawn(commands::serve(
-        nats.client().clone(),
-        host,
-        Arc::new(AddToTicket),
-        Partition::all(partitions).collect(),
+    // `cart.add_item` routed to a ticket, for the sake of the test: adds the quantity.
+    let routes = emporium_nats::Routes::new(host).on_partitioned(
+        Partition::all(partitions),
         partitions,
-        emporium_nats::ServeConfig::default(),
-        stop.clone(),
-    ));
+        |host: Arc<EntityHost<Ticket>>, command: CommandEnvelope<AddItem>| async move {
+            let id =
+                command.key.as_ref().and_then(Ticket::id).ok_or_else(|| ReplyError::invalid("key", "a ticket id"))?;
+            let added = host.send(id, TicketCommand::Add(command.data.quantity.get())).await;
+            added.map(|events| events.len()).map_err(|error| error.reply())
+        },
+    );
+    let config = emporium_nats::ServeConfig::default();
+    let serving =
+        tokio::spawn(emporium_nats::rpc::serve(nats.client().clone(), "tickets", routes, config, stop.clone()));
     let id = Uuid::now_v7();
     let key = Ticket::key(&id);
     let command = |quantity: u32| {

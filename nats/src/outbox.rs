@@ -304,19 +304,15 @@ impl OutboxRelay {
     }
 
     async fn lead(&self, stop: &CancellationToken, lost: &CancellationToken) {
-        let mut listener = match PgListener::connect_with(&self.pool).await {
-            Ok(mut listener) => match listener.listen(&self.channel()).await {
-                Ok(()) => Some(listener),
-                Err(error) => {
-                    tracing::warn!(%error, "outbox relay cannot LISTEN; polling only");
-                    None
-                }
-            },
-            Err(error) => {
-                tracing::warn!(%error, "outbox relay cannot LISTEN; polling only");
-                None
-            }
+        let listening = async {
+            let mut listener = PgListener::connect_with(&self.pool).await?;
+            listener.listen(&self.channel()).await?;
+            Ok::<_, sqlx::Error>(listener)
         };
+        let mut listener = listening
+            .await
+            .inspect_err(|error| tracing::warn!(%error, "outbox relay cannot LISTEN; polling only"))
+            .ok();
         let mut last_prune = tokio::time::Instant::now();
         let mut failures: u32 = 0;
         while !stop.is_cancelled() && !lost.is_cancelled() {

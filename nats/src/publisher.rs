@@ -5,7 +5,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishError};
 use bytes::Bytes;
 use emporium_schemas::registry::{EventType, event_type};
-use emporium_schemas::{EntityKey, Envelope, Event, MessageId, Partition, Seq};
+use emporium_schemas::{EntityKey, Envelope, Event, MessageId, Origin, Partition, Seq};
 
 /// The header carrying W3C trace context across a hop.
 pub const TRACEPARENT: &str = "traceparent";
@@ -41,6 +41,11 @@ impl OutgoingEvent {
             payload: Bytes::from(envelope.to_json()?),
             traceparent: None,
         })
+    }
+
+    /// Event `data` of entity `key` at version `seq`, caused by `origin`, encoded for publishing.
+    pub fn caused_by<D: Event>(key: EntityKey, seq: Seq, origin: Origin, data: D) -> Result<Self, serde_json::Error> {
+        Self::encode(&Envelope::new(key, seq, origin.correlation_id, origin.causation_id, data))
     }
 
     /// Rebuilds an event read back from storage (the outbox).

@@ -1,12 +1,11 @@
-//! Request/reply between the gateway and the services that are not entity
-//! hosts: commands on `cmd.<context>.<op>`, answered by any instance in the
-//! service's queue group.
+//! Request/reply between the gateway and the services: commands on
+//! `cmd.<context>.<op>`, and entity commands on `cmd.<context>.<op>.<partition>`,
+//! answered by an instance in the service's queue group.
 //!
 //! [`Caller`] sends a command with a deadline and the request id in a header;
-//! [`Routes`] binds each command type to an async function and [`serve`]
-//! answers them, a bounded number at a time, through [`answer_requests`] —
-//! the one answering loop, which partition-addressed entity commands
-//! (`emporium_actors::commands`) use too. A request beyond that bound is
+//! [`Routes`] binds each command type (on each partition, for entity
+//! commands) to an async function and [`serve`] answers them, a bounded
+//! number at a time, in one answering loop. A request beyond that bound is
 //! answered `overloaded` at once rather than queued: the gateway turns it into
 //! 503 + `Retry-After`, which is cheaper for everyone than a growing backlog.
 
@@ -99,7 +98,7 @@ impl Caller {
 }
 
 /// An encoded reply on its way.
-pub type Answer = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
+type Answer = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
 type Route<S> = Box<dyn Fn(Arc<S>, &[u8]) -> Answer + Send + Sync>;
 
 /// Command types bound to the functions that answer them, sharing a state `S`.
@@ -133,22 +132,7 @@ impl<S: Send + Sync + 'static> Routes<S> {
         F: Fn(Arc<S>, CommandEnvelope<C>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<A, ReplyError>> + Send + 'static,
     {
-        let answer = Arc::new(answer);
-        let route: Route<S> = Box::new(move |state, payload| {
-            let decoded = CommandEnvelope::<C>::from_json(payload);
-            let answer = answer.clone();
-            Box::pin(async move {
-                let reply = match decoded {
-                    Ok(command) => match answer(state, command).await {
-                        Ok(result) => Reply::Ok(result),
-                        Err(error) => Reply::Error(error),
-                    },
-                    Err(error) => Reply::Error(ReplyError::new(ErrorKind::Invalid, error.to_string())),
-                };
-                encode_reply(&reply)
-            })
-        });
-        self.table.insert(C::TYPE.subject(None), route);
+        self.table.insert(C::TYPE.subject(None), route(Arc::new(answer), |_: &CommandEnvelope<C>| Ok(())));
         self
     }
 
@@ -170,38 +154,53 @@ impl<S: Send + Sync + 'static> Routes<S> {
     {
         let answer = Arc::new(answer);
         for partition in partitions {
-            let answer = answer.clone();
-            let route: Route<S> = Box::new(move |state, payload| {
-                let decoded = CommandEnvelope::<C>::from_json(payload)
-                    .map_err(|error| ReplyError::new(ErrorKind::Invalid, error.to_string()))
-                    .and_then(|command| match &command.key {
-                        Some(key) if Partition::of(key, partition_count) == partition => Ok(command),
-                        Some(key) => Err(ReplyError::new(
-                            ErrorKind::Invalid,
-                            format!("key {key} does not belong to partition {partition}"),
-                        )),
-                        None => Err(ReplyError::new(ErrorKind::Invalid, "a partitioned command needs a key")),
-                    });
-                let answer = answer.clone();
-                Box::pin(async move {
-                    let reply = match decoded {
-                        Ok(command) => match answer(state, command).await {
-                            Ok(result) => Reply::Ok(result),
-                            Err(error) => Reply::Error(error),
-                        },
-                        Err(error) => Reply::Error(error),
-                    };
-                    encode_reply(&reply)
-                })
-            });
-            self.table.insert(C::TYPE.subject(Some(partition)), route);
+            let owned = move |command: &CommandEnvelope<C>| match &command.key {
+                Some(key) if Partition::of(key, partition_count) == partition => Ok(()),
+                Some(key) => Err(ReplyError::new(
+                    ErrorKind::Invalid,
+                    format!("key {key} does not belong to partition {partition}"),
+                )),
+                None => Err(ReplyError::new(ErrorKind::Invalid, "a partitioned command needs a key")),
+            };
+            self.table.insert(C::TYPE.subject(Some(partition)), route(answer.clone(), owned));
         }
         self
     }
 }
 
+/// One command's route: decode a `C` (else `invalid`), `admit` it (else its
+/// refusal), then `answer` it and encode the reply.
+fn route<S, C, A, F, Fut>(
+    answer: Arc<F>,
+    admit: impl Fn(&CommandEnvelope<C>) -> Result<(), ReplyError> + Send + Sync + 'static,
+) -> Route<S>
+where
+    S: Send + Sync + 'static,
+    C: Command + Send + 'static,
+    A: Serialize,
+    F: Fn(Arc<S>, CommandEnvelope<C>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<A, ReplyError>> + Send + 'static,
+{
+    Box::new(move |state, payload| {
+        let admitted = CommandEnvelope::<C>::from_json(payload)
+            .map_err(|error| ReplyError::new(ErrorKind::Invalid, error.to_string()))
+            .and_then(|command| admit(&command).map(|()| command));
+        let answer = answer.clone();
+        Box::pin(async move {
+            let reply = match admitted {
+                Ok(command) => match answer(state, command).await {
+                    Ok(result) => Reply::Ok(result),
+                    Err(error) => Reply::Error(error),
+                },
+                Err(error) => Reply::Error(error),
+            };
+            encode_reply(&reply)
+        })
+    })
+}
+
 /// A reply as JSON; one that cannot be encoded becomes an `internal` error (logged).
-pub fn encode_reply<A: Serialize>(reply: &Reply<A>) -> Vec<u8> {
+fn encode_reply<A: Serialize>(reply: &Reply<A>) -> Vec<u8> {
     serde_json::to_vec(reply).unwrap_or_else(|error| {
         tracing::error!(%error, "reply not encodable");
         let internal = Reply::<()>::Error(ReplyError::new(ErrorKind::Internal, "the reply could not be encoded"));
@@ -251,7 +250,7 @@ pub async fn serve<S: Send + Sync + 'static>(
 /// its own, at most `config.max_in_flight` at once (the rest are answered
 /// `overloaded` at once), then waits for the requests in flight. A request
 /// `respond` has no answer for is dropped (the caller times out).
-pub async fn answer_requests(
+async fn answer_requests(
     client: async_nats::Client,
     subscriptions: Vec<async_nats::Subscriber>,
     config: ServeConfig,

@@ -16,7 +16,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use emporium_actors::commands::host_error;
 use emporium_actors::{EntityHost, HostError, StoreError, Versioned};
 use emporium_nats::rpc::Routes;
 use emporium_nats::{Caller, SharedClock};
@@ -105,14 +104,7 @@ fn unavailable(what: &str) -> ReplyError {
 fn refused(error: HostError<Refusal>) -> ReplyError {
     let refusal = match error {
         HostError::Rejected(refusal) => refusal,
-        HostError::Store(StoreError::Conflict { .. }) => {
-            return ReplyError::new(ErrorKind::Conflict, "the cart kept changing meanwhile; try again");
-        }
-        HostError::Store(StoreError::Unavailable(reason)) => {
-            tracing::warn!(%reason, "cart storage unavailable");
-            return unavailable("carts are unavailable");
-        }
-        other => return host_error(&other),
+        other => return other.reply(),
     };
     let message = refusal.to_string();
     match refusal {

@@ -11,7 +11,7 @@ use emporium_schemas::commands::catalog::{
 };
 use emporium_schemas::events::catalog::{ProductCreated, ProductDeleted, ProductUpdated};
 use emporium_schemas::values::{CategoryId, ProductId, Role, Text};
-use emporium_schemas::{CommandEnvelope, EntityKey, Envelope, ErrorKind, Event, ReplyError, Seq};
+use emporium_schemas::{CommandEnvelope, EntityKey, ErrorKind, Event, Origin, ReplyError, Seq};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -77,8 +77,7 @@ fn product_event<D: Event>(
     data: D,
 ) -> Result<OutgoingEvent, ReplyError> {
     let seq = Seq::try_from(version).map_err(|e| internal(&e))?;
-    let event = Envelope::new(EntityKey::from(*id.as_uuid()), seq, command.correlation_id, *command.id.as_uuid(), data);
-    OutgoingEvent::encode(&event).map_err(|e| internal(&e))
+    OutgoingEvent::caused_by(EntityKey::from(*id.as_uuid()), seq, Origin::from(command), data).map_err(|e| internal(&e))
 }
 
 fn event_name(name: &str) -> Result<Text, ReplyError> {

@@ -104,8 +104,7 @@ impl Service {
             }
             Service::Identity => {
                 let identity_settings = emporium_identity::IdentitySettings::from_source(env, settings.environment)?;
-                let pool = connections.postgres(emporium_identity::SERVICE)?;
-                readiness.register("postgres.identity", emporium_platform::connections::postgres_check(pool.clone()));
+                let pool = open_database(&connections, &readiness, emporium_identity::SERVICE)?;
                 let deps = emporium_identity::Dependencies {
                     pool,
                     nats: connections.nats().clone(),
@@ -117,8 +116,7 @@ impl Service {
             }
             Service::Catalog => {
                 let catalog_settings = emporium_catalog::CatalogSettings::from_source(env)?;
-                let pool = connections.postgres(emporium_catalog::SERVICE)?;
-                readiness.register("postgres.catalog", emporium_platform::connections::postgres_check(pool.clone()));
+                let pool = open_database(&connections, &readiness, emporium_catalog::SERVICE)?;
                 let deps = emporium_catalog::Dependencies {
                     pool,
                     nats: connections.nats().clone(),
@@ -128,8 +126,7 @@ impl Service {
             }
             Service::Inventory => {
                 let inventory_settings = emporium_inventory::InventorySettings::from_source(env)?;
-                let pool = connections.postgres(emporium_inventory::SERVICE)?;
-                readiness.register("postgres.inventory", emporium_platform::connections::postgres_check(pool.clone()));
+                let pool = open_database(&connections, &readiness, emporium_inventory::SERVICE)?;
                 let deps = emporium_inventory::Dependencies {
                     pool,
                     nats: connections.nats().clone(),
@@ -139,8 +136,7 @@ impl Service {
             }
             Service::Order => {
                 let order_settings = emporium_order::OrderSettings::from_source(env)?;
-                let pool = connections.postgres(emporium_order::SERVICE)?;
-                readiness.register("postgres.order", emporium_platform::connections::postgres_check(pool.clone()));
+                let pool = open_database(&connections, &readiness, emporium_order::SERVICE)?;
                 let deps = emporium_order::Dependencies {
                     pool,
                     nats: connections.nats().clone(),
@@ -151,8 +147,7 @@ impl Service {
             }
             Service::Payment => {
                 let payment_settings = emporium_payment::PaymentSettings::from_source(env)?;
-                let pool = connections.postgres(emporium_payment::SERVICE)?;
-                readiness.register("postgres.payment", emporium_platform::connections::postgres_check(pool.clone()));
+                let pool = open_database(&connections, &readiness, emporium_payment::SERVICE)?;
                 let clock: emporium_nats::SharedClock = Arc::new(emporium_nats::SystemClock);
                 // The simulated provider: the only one there is, until a real one is wired in.
                 let simulator = emporium_payment::Simulator::new((&payment_settings).into(), clock.clone());
@@ -179,6 +174,13 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// A pool on `service`'s own database, its readiness probed as `postgres.<service>`.
+fn open_database(connections: &Connections, readiness: &Readiness, service: &str) -> anyhow::Result<sqlx::PgPool> {
+    let pool = connections.postgres(service)?;
+    readiness.register(format!("postgres.{service}"), emporium_platform::connections::postgres_check(pool.clone()));
+    Ok(pool)
 }
 
 /// Runs `services` until SIGINT/SIGTERM or until one of them fails.

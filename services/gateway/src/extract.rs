@@ -1,7 +1,8 @@
 //! Extractors whose rejections are problems: a body that is not JSON gets
 //! 400, the wrong content type 415, one over the body limit 413, and a value
 //! that breaks a type's rule 422 naming the field; a malformed path segment
-//! gets 400. Also the caller's identity and request id.
+//! gets 400. Also the caller's identity and request id, and query parameters
+//! read one by one so that a bad one is named.
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -11,6 +12,39 @@ use emporium_schemas::values::Role;
 use serde::de::DeserializeOwned;
 
 use crate::problem::Problem;
+
+/// Query parameters, each read on its own so a bad one gets 422 naming it.
+/// An absent or blank parameter is `None`.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryParams<'a>(pub &'a std::collections::HashMap<String, String>);
+
+impl<'a> QueryParams<'a> {
+    /// The trimmed value, if given and not blank.
+    pub fn text(&self, name: &str) -> Option<&'a str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    /// The value parsed; refused as "must be `what`".
+    pub fn parsed<T: std::str::FromStr>(&self, name: &str, what: &str) -> Result<Option<T>, Problem> {
+        self.text(name)
+            .map(|value| value.parse().map_err(|_| invalid(name, format!("must be {what}, got {value:?}"))))
+            .transpose()
+    }
+
+    /// One of a snake-case enum's names; refused as "must be one of `names`".
+    pub fn one_of<T: DeserializeOwned>(&self, name: &str, names: &str) -> Result<Option<T>, Problem> {
+        self.text(name)
+            .map(|value| {
+                serde_json::from_value(serde_json::Value::String(value.to_owned()))
+                    .map_err(|_| invalid(name, format!("must be one of {names}")))
+            })
+            .transpose()
+    }
+}
+
+fn invalid(field: &str, detail: String) -> Problem {
+    Problem::from(emporium_schemas::ReplyError::invalid(field, detail))
+}
 
 /// `axum::Json`, rejecting with problem+json.
 #[derive(Debug, Clone, Copy, Default)]

@@ -47,8 +47,9 @@ impl Modify for BearerAuth {
 }
 
 /// The document, built once.
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: std::sync::LazyLock<utoipa::openapi::OpenApi> = std::sync::LazyLock::new(ApiDoc::openapi);
+    &DOCUMENT
 }
 
 /// `GET /openapi.json`.

@@ -14,7 +14,7 @@ use emporium_schemas::commands::identity::{
 };
 use emporium_schemas::events::identity::UserRegistered;
 use emporium_schemas::values::{Role, Text, UserId};
-use emporium_schemas::{CommandEnvelope, EntityKey, Envelope, ErrorKind, ReplyError, Seq};
+use emporium_schemas::{CommandEnvelope, EntityKey, ErrorKind, Origin, ReplyError, Seq};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -136,6 +136,7 @@ impl Identity {
         command: CommandEnvelope<Register>,
         role: Role,
     ) -> Result<Profile, CreateError> {
+        let origin = Origin::from(&command);
         let Register { email, password, name, .. } = command.data;
         let email = Email::parse(&email)?;
         let name = DisplayName::parse(&name)?;
@@ -151,8 +152,7 @@ impl Identity {
             role,
         };
         let key = EntityKey::from(*id.as_uuid());
-        let event = Envelope::new(key, Seq::FIRST, command.correlation_id, *command.id.as_uuid(), registered);
-        let event = OutgoingEvent::encode(&event).map_err(CreateError::Encode)?;
+        let event = OutgoingEvent::caused_by(key, Seq::FIRST, origin, registered).map_err(CreateError::Encode)?;
         let user = NewUser { id, email: email.as_str(), password_hash: &password_hash, name: name.as_str(), role };
         let profile = store::create_user(&self.pool, &user, &event).await?;
         self.outbox.wake();

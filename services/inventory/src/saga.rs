@@ -65,9 +65,7 @@ impl From<ApplyError> for HandlerError {
 
 /// An event of entity `key` at version `seq`, caused by `origin`.
 fn event<D: Event>(key: Uuid, seq: i64, origin: Origin, data: D) -> Result<OutgoingEvent, ApplyError> {
-    let seq = Seq::try_from(seq)?;
-    let event = Envelope::new(EntityKey::from(key), seq, origin.correlation_id, origin.causation_id, data);
-    Ok(OutgoingEvent::encode(&event)?)
+    Ok(OutgoingEvent::caused_by(EntityKey::from(key), Seq::try_from(seq)?, origin, data)?)
 }
 
 /// `inventory.stock_changed` for each changed row.

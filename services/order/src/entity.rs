@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use emporium_actors::{CommitMeta, Entity, Persistent};
 use emporium_nats::OutgoingEvent;
 use emporium_schemas::values::OrderId;
-use emporium_schemas::{EntityKey, Envelope, Event, Seq};
+use emporium_schemas::{EntityKey, Event, Seq};
 use uuid::Uuid;
 
 use crate::domain::{self, OrderCommand, OrderEvent, OrderState, Rejection};
@@ -32,7 +32,7 @@ impl Entity for Orders {
 }
 
 fn encode<D: Event>(key: &EntityKey, seq: Seq, meta: &CommitMeta, data: D) -> Result<OutgoingEvent, serde_json::Error> {
-    OutgoingEvent::encode(&Envelope::new(key.clone(), seq, meta.correlation_id, meta.causation_id, data))
+    OutgoingEvent::caused_by(key.clone(), seq, meta.origin(), data)
 }
 
 impl Persistent for Orders {

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use emporium_actors::commands::host_error;
 use emporium_actors::{CommitMeta, EntityHost, HostError, Persistent};
 use emporium_nats::rpc::{CallError, Routes};
 use emporium_nats::{Caller, SharedClock};
@@ -54,7 +53,7 @@ fn refused(error: &HostError<Rejection>) -> ReplyError {
         HostError::Rejected(rejection @ Rejection::KeyReused) => {
             ReplyError::invalid("idempotency_key", rejection.to_string())
         }
-        other => host_error(other),
+        other => other.reply(),
     }
 }
 

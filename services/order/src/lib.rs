@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::entity::Orders;
 use crate::handlers::OrderService;
-use crate::saga::{InventoryFacts, PaymentFacts, ShippingFacts};
+use crate::saga::{Facts, InventoryEvent, PaymentEvent, ShippingEvent};
 
 /// The queue group order instances answer listings in.
 pub const QUEUE_GROUP: &str = "order";
@@ -125,12 +125,15 @@ pub async fn run(settings: OrderSettings, deps: Dependencies, stop: Cancellation
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(relay.run(stop.child_token()));
     let (js, partitions, config) = (&jetstream, deps.partitions, LoopConfig::default);
-    let consumer = |name: &str| format!("{SERVICE}.{name}");
-    let inventory = Arc::new(ToEntities::new(host.clone(), InventoryFacts(clock.clone()), consumer("inventory")));
+    let consumer = |source: &Subscription| format!("{SERVICE}.{}", source.context);
+    let inventory = Facts::<InventoryEvent>::new(clock.clone());
+    let inventory = Arc::new(ToEntities::new(host.clone(), inventory, consumer(INVENTORY)));
     tasks.spawn(consume_subscription(js.clone(), INVENTORY, partitions, inventory, config(), stop.child_token()));
-    let payment = Arc::new(ToEntities::new(host.clone(), PaymentFacts(clock.clone()), consumer("payment")));
+    let payment = Facts::<PaymentEvent>::new(clock.clone());
+    let payment = Arc::new(ToEntities::new(host.clone(), payment, consumer(PAYMENT)));
     tasks.spawn(consume_subscription(js.clone(), PAYMENT, partitions, payment, config(), stop.child_token()));
-    let shipping = Arc::new(ToEntities::new(host.clone(), ShippingFacts(clock.clone()), consumer("shipping")));
+    let shipping = Facts::<ShippingEvent>::new(clock.clone());
+    let shipping = Arc::new(ToEntities::new(host.clone(), shipping, consumer(SHIPPING)));
     tasks.spawn(consume_subscription(js.clone(), SHIPPING, partitions, shipping, config(), stop.child_token()));
     let sweeper = DeadlineSweeper::new(deps.pool.clone(), host.clone(), clock.clone());
     tasks.spawn({

@@ -4,7 +4,9 @@
 //! with the event's inbox entry, so redeliveries and replays change nothing.
 
 use emporium_actors::events::EventRoute;
-use emporium_nats::{SharedClock, event_set};
+use std::marker::PhantomData;
+
+use emporium_nats::{EventSet, SharedClock, event_set};
 use emporium_schemas::Envelope;
 use emporium_schemas::events::inventory::{InventoryRejected, InventoryReleased, InventoryReserved};
 use emporium_schemas::events::payment::{
@@ -50,67 +52,69 @@ event_set!(
     }
 );
 
-/// The fact `event` reports for `order_id`, stamped with its seq and the time the order learns it.
-fn fact_for<E>(
-    clock: &SharedClock,
-    event: &Envelope<E>,
-    order_id: OrderId,
-    fact: Fact,
-) -> Option<(OrderId, OrderCommand)> {
-    Some((order_id, OrderCommand::Saga { fact, seq: event.seq.get(), at: clock.now() }))
+/// An event set whose every event names an order and reports a fact about it.
+pub trait OrderFact {
+    fn order_fact(&self) -> (OrderId, Fact);
 }
 
-/// Inventory's events, routed to the orders they name.
-#[derive(Debug, Clone)]
-pub struct InventoryFacts(pub SharedClock);
-
-impl EventRoute<Orders> for InventoryFacts {
-    type Event = InventoryEvent;
-
-    fn route(&self, event: &Envelope<InventoryEvent>) -> Option<(OrderId, OrderCommand)> {
-        let (order_id, fact) = match &event.data {
+impl OrderFact for InventoryEvent {
+    fn order_fact(&self) -> (OrderId, Fact) {
+        match self {
             InventoryEvent::Reserved(e) => (e.order_id, Fact::StockReserved),
             InventoryEvent::Rejected(e) => (e.order_id, Fact::StockRejected),
             InventoryEvent::Released(e) => (e.order_id, Fact::StockReleased),
-        };
-        fact_for(&self.0, event, order_id, fact)
+        }
     }
 }
 
-/// Payment's events.
-#[derive(Debug, Clone)]
-pub struct PaymentFacts(pub SharedClock);
-
-impl EventRoute<Orders> for PaymentFacts {
-    type Event = PaymentEvent;
-
-    fn route(&self, event: &Envelope<PaymentEvent>) -> Option<(OrderId, OrderCommand)> {
-        let (order_id, fact) = match &event.data {
+impl OrderFact for PaymentEvent {
+    fn order_fact(&self) -> (OrderId, Fact) {
+        match self {
             PaymentEvent::Authorized(e) => (e.order_id, Fact::PaymentAuthorized),
             PaymentEvent::Failed(e) => (e.order_id, Fact::PaymentFailed),
             PaymentEvent::Captured(e) => (e.order_id, Fact::PaymentCaptured),
             PaymentEvent::CaptureFailed(e) => (e.order_id, Fact::PaymentCaptureFailed),
             PaymentEvent::Voided(e) => (e.order_id, Fact::PaymentVoided),
             PaymentEvent::Refunded(e) => (e.order_id, Fact::PaymentRefunded),
-        };
-        fact_for(&self.0, event, order_id, fact)
+        }
     }
 }
 
-/// Shipping's events.
-#[derive(Debug, Clone)]
-pub struct ShippingFacts(pub SharedClock);
-
-impl EventRoute<Orders> for ShippingFacts {
-    type Event = ShippingEvent;
-
-    fn route(&self, event: &Envelope<ShippingEvent>) -> Option<(OrderId, OrderCommand)> {
-        let (order_id, fact) = match &event.data {
+impl OrderFact for ShippingEvent {
+    fn order_fact(&self) -> (OrderId, Fact) {
+        match self {
             ShippingEvent::Created(e) => (e.order_id, Fact::ShipmentCreated(e.shipment_id)),
             ShippingEvent::Shipped(e) => (e.order_id, Fact::ShipmentShipped(e.shipment_id)),
             ShippingEvent::Delivered(e) => (e.order_id, Fact::ShipmentDelivered(e.shipment_id)),
             ShippingEvent::Cancelled(e) => (e.order_id, Fact::ShipmentCancelled(e.shipment_id)),
-        };
-        fact_for(&self.0, event, order_id, fact)
+        }
+    }
+}
+
+/// Routes one source's events (`E`) to the orders they name, each fact
+/// stamped with its seq and the time the order learns it.
+pub struct Facts<E> {
+    clock: SharedClock,
+    events: PhantomData<fn() -> E>,
+}
+
+impl<E> Facts<E> {
+    pub fn new(clock: SharedClock) -> Self {
+        Self { clock, events: PhantomData }
+    }
+}
+
+impl<E> std::fmt::Debug for Facts<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Facts").finish_non_exhaustive()
+    }
+}
+
+impl<E: EventSet + OrderFact + 'static> EventRoute<Orders> for Facts<E> {
+    type Event = E;
+
+    fn route(&self, event: &Envelope<E>) -> Option<(OrderId, OrderCommand)> {
+        let (order_id, fact) = event.data.order_fact();
+        Some((order_id, OrderCommand::Saga { fact, seq: event.seq.get(), at: self.clock.now() }))
     }
 }

@@ -21,14 +21,14 @@ use emporium_schemas::events::payment::{
     PaymentAuthorized, PaymentCaptureFailed, PaymentCaptured, PaymentFailed, PaymentRefunded, PaymentVoided,
 };
 use emporium_schemas::values::Text;
-use emporium_schemas::{EntityKey, Envelope, Event, Origin, Seq};
+use emporium_schemas::{EntityKey, Event, Origin, Seq};
 use futures::future::join_all;
 use sqlx::PgConnection;
 
 use crate::domain::{self, Emit, LedgerMove, Operation, Outcome, Status};
 use crate::journal::{self, EntryKind};
 use crate::provider::{ProviderError, ProviderRef};
-use crate::saga::{ApplyError, Payments, unchanged};
+use crate::saga::{ApplyError, Payments};
 use crate::store::{self, Attempt, AttemptStatus, Ordered, PaymentChange, PaymentRow, Request, StoreError};
 
 /// The counter operators watch for captures given up.
@@ -187,7 +187,7 @@ impl Payments {
             (Operation::Capture, Some(reference)) => settled.capture_ref = Some(reference.clone()),
             _ => {}
         }
-        let origin = Origin { correlation_id: attempt.correlation_id, causation_id: attempt.causation_id };
+        let origin = attempt.origin;
         let mut version = payment.version;
         let mut events = Vec::with_capacity(transition.emit.len());
         let mut failure_reason = transition.compensation_failed.then_some(note.as_str());
@@ -285,6 +285,7 @@ impl Payments {
             .and_then(|timeout| now.checked_sub_signed(timeout))
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
         let open = store::attempts_to_recover(&self.pool, started_before, self.config.recovery_batch).await?;
+        let keys: Vec<String> = open.iter().map(|attempt| attempt.key.clone()).collect();
         let mut recovered = Recovered::default();
         for result in join_all(open.into_iter().map(|attempt| self.recover(attempt))).await {
             match result {
@@ -294,6 +295,11 @@ impl Payments {
                 Ok(Recovery::Unreachable) => {}
                 Err(error) => tracing::warn!(%error, "recovering a provider call failed"),
             }
+        }
+        // Whatever the provider answered, each one asked about and still open
+        // goes behind those not asked about as recently.
+        if let Err(error) = store::mark_checked(&self.pool, &keys, self.clock.now()).await {
+            tracing::warn!(%error, attempts = keys.len(), "could not record the look-ups");
         }
         let due = store::due_retries(&self.pool, now, self.config.recovery_batch).await?;
         for result in join_all(due.into_iter().map(|payment| self.retry(payment))).await {
@@ -311,10 +317,6 @@ impl Payments {
             let Ok(_permit) = self.calls.acquire().await else { return Ok(Recovery::Unreachable) };
             tokio::time::timeout(self.config.timeout, self.provider.lookup(attempt.key.clone())).await
         };
-        // Whatever the answer, this attempt goes behind those not asked about as recently.
-        if let Err(error) = store::mark_checked(&self.pool, &attempt.key, self.clock.now()).await {
-            tracing::warn!(%error, key = %attempt.key, "could not record a look-up");
-        }
         let record = match looked_up {
             Ok(Ok(record)) => record,
             Ok(Err(error)) => {
@@ -356,22 +358,17 @@ impl Payments {
             Status::Refunding => Operation::Refund,
             _ => return Ok(false),
         };
-        if payment.call_in_flight || payment.retry_at.is_none_or(|at| at > now) {
+        // No `retry_at`: a call is in flight, or nothing is due.
+        if payment.retry_at.is_none_or(|at| at > now) {
             return Ok(false);
         }
         let origin = store::last_attempt(&mut tx, payment.payment_id, operation)
             .await?
             .map_or(Origin { correlation_id: payment.correlation_id, causation_id: payment.correlation_id }, |last| {
-                Origin { correlation_id: last.correlation_id, causation_id: last.causation_id }
+                last.origin
             });
-        let attempt = self.start_attempt(&mut tx, &payment, operation, origin).await?;
-        store::update_payment(
-            &mut tx,
-            payment.payment_id,
-            &PaymentChange { retry_at: None, ..unchanged(&payment) },
-            now,
-        )
-        .await?;
+        // The payment's status is `operation`'s already: only its `retry_at` is cleared.
+        let attempt = self.begin(&mut tx, &payment, operation, origin, now).await?;
         tx.commit().await?;
         self.execute(attempt).await;
         Ok(true)
@@ -434,6 +431,18 @@ fn payment_event(
 
 fn encode<D: Event>(payment: &PaymentRow, seq: i64, origin: Origin, data: D) -> Result<OutgoingEvent, ApplyError> {
     let key = EntityKey::from(*payment.order_id.as_uuid());
-    let envelope = Envelope::new(key, Seq::try_from(seq)?, origin.correlation_id, origin.causation_id, data);
-    Ok(OutgoingEvent::encode(&envelope)?)
+    Ok(OutgoingEvent::caused_by(key, Seq::try_from(seq)?, origin, data)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::Decline;
+
+    #[test]
+    fn only_an_answer_that_says_what_happened_is_conclusive() {
+        assert!(conclusion(&Err(ProviderError::Declined(Decline::AlreadySettled))).is_some());
+        assert!(conclusion(&Err(ProviderError::NotDone("try later".into()))).is_some());
+        assert!(conclusion(&Err(ProviderError::Unavailable("502 bad gateway".into()))).is_none());
+    }
 }

@@ -141,6 +141,7 @@ pub struct Payment {
 }
 
 impl Payment {
+    #[cfg(test)]
     pub fn at(status: Status) -> Self {
         Self { status, cancel_requested: false, call_in_flight: status.is_underway() }
     }

@@ -70,16 +70,6 @@ impl EntryKind {
             EntryKind::Refund => "refund",
         }
     }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "charge" => EntryKind::Charge,
-            "sale" => EntryKind::Sale,
-            "unsale" => EntryKind::Unsale,
-            "refund" => EntryKind::Refund,
-            _ => return None,
-        })
-    }
 }
 
 /// One line of an entry: an amount on an account (of a party, if the account is kept per party).

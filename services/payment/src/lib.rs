@@ -39,6 +39,7 @@ pub mod saga;
 pub mod simulator;
 pub mod store;
 
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,8 +55,6 @@ pub use crate::simulator::{Simulator, SimulatorConfig};
 
 use crate::saga::{InventoryEvents, OrderEvents};
 
-/// The queue group of payment instances.
-pub const QUEUE_GROUP: &str = "payment";
 /// The service's name: its database is `emporium_payment`.
 pub const SERVICE: &str = "payment";
 /// The lease (in the `locks` bucket) whose holder runs recovery.
@@ -104,10 +103,7 @@ pub struct PaymentSettings {
 impl PaymentSettings {
     pub fn from_source(source: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         let millis = |name, default| typed(&source, name, default).map(Duration::from_millis);
-        let capture_attempts: u32 = typed(&source, "PAYMENT_CAPTURE_ATTEMPTS", "5")?;
-        if capture_attempts == 0 {
-            return Err(SettingsError { name: "PAYMENT_CAPTURE_ATTEMPTS", reason: "must be at least 1".to_owned() });
-        }
+        let capture_attempts: NonZeroU32 = typed(&source, "PAYMENT_CAPTURE_ATTEMPTS", "5")?;
         let commission_bps: u32 = typed(&source, "PAYMENT_COMMISSION_BPS", "1000")?;
         if commission_bps > journal::BPS_SCALE {
             return Err(SettingsError {
@@ -115,17 +111,11 @@ impl PaymentSettings {
                 reason: format!("must be 0 to {}, got {commission_bps}", journal::BPS_SCALE),
             });
         }
-        let max_concurrent_calls: usize = typed(&source, "PAYMENT_MAX_CONCURRENT_CALLS", "64")?;
-        if max_concurrent_calls == 0 {
-            return Err(SettingsError {
-                name: "PAYMENT_MAX_CONCURRENT_CALLS",
-                reason: "must be at least 1".to_owned(),
-            });
-        }
+        let max_concurrent_calls: NonZeroUsize = typed(&source, "PAYMENT_MAX_CONCURRENT_CALLS", "64")?;
         Ok(Self {
             provider_timeout: millis("PAYMENT_PROVIDER_TIMEOUT_MS", "2000")?,
-            max_concurrent_calls,
-            capture_attempts,
+            max_concurrent_calls: max_concurrent_calls.get(),
+            capture_attempts: capture_attempts.get(),
             retry_backoff: millis("PAYMENT_RETRY_BACKOFF_MS", "200")?,
             recovery_every: millis("PAYMENT_RECOVERY_EVERY_MS", "500")?,
             commission_bps,

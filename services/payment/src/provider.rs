@@ -81,17 +81,6 @@ pub enum ProviderError {
     Unavailable(String),
 }
 
-impl ProviderError {
-    /// Whether this answer proves what the provider did with the call
-    /// (refused it, or did nothing), so the attempt can be settled.
-    pub fn is_conclusive(&self) -> bool {
-        match self {
-            ProviderError::Declined(_) | ProviderError::NotDone(_) => true,
-            ProviderError::Unavailable(_) => false,
-        }
-    }
-}
-
 /// Where a request stands at the provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordState {
@@ -167,13 +156,6 @@ pub trait Provider: Send + Sync + fmt::Debug {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_an_answer_that_says_what_happened_is_conclusive() {
-        assert!(ProviderError::Declined(Decline::AlreadySettled).is_conclusive());
-        assert!(ProviderError::NotDone("try later".into()).is_conclusive());
-        assert!(!ProviderError::Unavailable("502 bad gateway".into()).is_conclusive());
-    }
 
     #[test]
     fn a_recorded_failure_is_answered_as_not_done() {

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use emporium_nats::{Delivery, Handled, Handler, HandlerError, OutboxSignal, SharedClock, event_set};
 use emporium_schemas::events::inventory::InventoryReserved;
 use emporium_schemas::events::order::{OrderCancelled, OrderConfirmed, OrderPlaced};
@@ -201,10 +202,25 @@ impl Payments {
             order_id: payment.order_id,
             request,
             amount: ordered.amount.clone(),
-            correlation_id: origin.correlation_id,
-            causation_id: origin.causation_id,
+            origin,
         };
         Ok(store::insert_attempt(tx, attempt, self.clock.now()).await?)
+    }
+
+    /// Starts `operation` on a locked payment: records its next attempt and
+    /// moves the payment to the operation's status, nothing due again.
+    pub(crate) async fn begin(
+        &self,
+        tx: &mut PgConnection,
+        payment: &PaymentRow,
+        operation: Operation,
+        origin: Origin,
+        now: DateTime<Utc>,
+    ) -> Result<Attempt, ApplyError> {
+        let attempt = self.start_attempt(tx, payment, operation, origin).await?;
+        let change = PaymentChange { status: operation.underway(), retry_at: None, ..unchanged(payment) };
+        store::update_payment(tx, payment.payment_id, &change, now).await?;
+        Ok(attempt)
     }
 
     /// Applies `step` to `order`'s payment with `consumer`'s inbox row, in one
@@ -242,10 +258,7 @@ impl Payments {
                     correlation_id: recorded.correlation_id,
                     ..payment.clone()
                 };
-                let operation = Operation::Authorize;
-                call = Some(self.start_attempt(&mut tx, &placed_payment, operation, origin).await?);
-                let change = PaymentChange { status: operation.underway(), retry_at: None, ..unchanged(payment) };
-                store::update_payment(&mut tx, payment.payment_id, &change, now).await?;
+                call = Some(self.begin(&mut tx, &placed_payment, Operation::Authorize, origin, now).await?);
             }
             (Action::RecordStockHeldUnseen, _) => {
                 if !store::insert_stock_held_unseen(&mut tx, order, origin.correlation_id, now).await? {
@@ -253,9 +266,7 @@ impl Payments {
                 }
             }
             (Action::Start(operation), Some(payment)) => {
-                call = Some(self.start_attempt(&mut tx, payment, operation, origin).await?);
-                let change = PaymentChange { status: operation.underway(), retry_at: None, ..unchanged(payment) };
-                store::update_payment(&mut tx, payment.payment_id, &change, now).await?;
+                call = Some(self.begin(&mut tx, payment, operation, origin, now).await?);
             }
             (Action::RememberCancel, Some(payment)) => {
                 let change = PaymentChange { cancel_requested: true, ..unchanged(payment) };
@@ -294,7 +305,7 @@ fn raced(order: OrderId, step: Step<'_>) -> ApplyError {
 }
 
 /// A locked payment's state as it is, to change a field or two of.
-pub(crate) fn unchanged(payment: &PaymentRow) -> PaymentChange<'static> {
+fn unchanged(payment: &PaymentRow) -> PaymentChange<'static> {
     PaymentChange {
         status: payment.status,
         version: payment.version,

@@ -4,6 +4,7 @@
 //! another.
 
 use chrono::{DateTime, Utc};
+use emporium_schemas::Origin;
 use emporium_schemas::values::{Currency, MinorUnits, Money, OrderId, PaymentId, PaymentMethod, ProductId, UserId};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
@@ -56,8 +57,6 @@ pub struct PaymentRow {
     /// The number of `payment.*` events emitted so far.
     pub version: i64,
     pub cancel_requested: bool,
-    /// An attempt is started or of unknown outcome.
-    pub call_in_flight: bool,
     /// Absent only while the placement is unseen (a cancellation or held
     /// stock seen before it).
     pub ordered: Option<Ordered>,
@@ -68,12 +67,17 @@ pub struct PaymentRow {
 }
 
 impl PaymentRow {
-    /// The payment as the rules see it.
+    /// The payment as the rules see it. A call is in flight exactly when an
+    /// operation is under way and not waiting to be tried again: every path
+    /// that starts an attempt moves the payment to its operation's status
+    /// with no `retry_at`, and an attempt is only closed with the payment
+    /// moved on (to another status, or to a later `retry_at`), in one
+    /// transaction.
     pub fn rules(&self) -> domain::Payment {
         domain::Payment {
             status: self.status,
             cancel_requested: self.cancel_requested,
-            call_in_flight: self.call_in_flight,
+            call_in_flight: self.status.is_underway() && self.retry_at.is_none(),
         }
     }
 
@@ -101,7 +105,6 @@ impl PaymentRow {
             status,
             version: row.try_get("version")?,
             cancel_requested: row.try_get("cancel_requested")?,
-            call_in_flight: row.try_get("call_in_flight")?,
             ordered,
             correlation_id: row.try_get("correlation_id")?,
             authorization_ref: reference("authorization_ref")?,
@@ -112,9 +115,7 @@ impl PaymentRow {
 }
 
 const PAYMENT_COLUMNS: &str = "payment_id, order_id, status, version, cancel_requested, customer_id, amount, currency,
-    payment_method, correlation_id, authorization_ref, capture_ref, retry_at,
-    EXISTS (SELECT 1 FROM provider_attempts a
-            WHERE a.payment_id = payments.payment_id AND a.status IN ('started', 'unknown')) AS call_in_flight";
+    payment_method, correlation_id, authorization_ref, capture_ref, retry_at";
 
 /// Locks and reads the payment of `order`.
 pub async fn lock_payment_by_order(tx: &mut PgConnection, order: OrderId) -> Result<Option<PaymentRow>, StoreError> {
@@ -439,9 +440,7 @@ pub struct Attempt {
     pub status: AttemptStatus,
     pub request: Request,
     pub amount: Money,
-    pub correlation_id: Uuid,
-    pub causation_id: Uuid,
-    pub started_at: DateTime<Utc>,
+    pub origin: Origin,
 }
 
 impl Attempt {
@@ -466,16 +465,17 @@ impl Attempt {
                 .ok_or_else(|| StoreError::Corrupt(format!("attempt status {status}")))?,
             request,
             amount: money(row.try_get("amount")?, row.try_get("currency")?)?,
-            correlation_id: row.try_get("correlation_id")?,
-            causation_id: row.try_get("causation_id")?,
-            started_at: row.try_get("started_at")?,
+            origin: Origin {
+                correlation_id: row.try_get("correlation_id")?,
+                causation_id: row.try_get("causation_id")?,
+            },
             key,
         })
     }
 }
 
 const ATTEMPT_COLUMNS: &str = "a.idempotency_key, a.payment_id, p.order_id, a.operation, a.attempt, a.status, a.amount,
-    a.currency, a.payment_method, a.target_ref, a.correlation_id, a.causation_id, a.started_at";
+    a.currency, a.payment_method, a.target_ref, a.correlation_id, a.causation_id";
 
 /// A call to record before it is made.
 #[derive(Debug, Clone)]
@@ -484,8 +484,7 @@ pub struct NewAttempt {
     pub order_id: OrderId,
     pub request: Request,
     pub amount: Money,
-    pub correlation_id: Uuid,
-    pub causation_id: Uuid,
+    pub origin: Origin,
 }
 
 /// Records the next attempt of an operation on a locked payment, `started`,
@@ -517,8 +516,8 @@ pub async fn insert_attempt(
     .bind(attempt.amount.currency.as_str())
     .bind(attempt.request.method())
     .bind(attempt.request.target())
-    .bind(attempt.correlation_id)
-    .bind(attempt.causation_id)
+    .bind(attempt.origin.correlation_id)
+    .bind(attempt.origin.causation_id)
     .bind(now)
     .execute(&mut *tx)
     .await?;
@@ -530,9 +529,7 @@ pub async fn insert_attempt(
         status: AttemptStatus::Started,
         request: attempt.request,
         amount: attempt.amount,
-        correlation_id: attempt.correlation_id,
-        causation_id: attempt.causation_id,
-        started_at: now,
+        origin: attempt.origin,
     })
 }
 
@@ -599,14 +596,14 @@ pub async fn mark_unknown<'c>(executor: impl sqlx::PgExecutor<'c>, key: &str) ->
     Ok(marked.rows_affected() == 1)
 }
 
-/// Recovery asked the provider about an open attempt (and it is still open):
-/// it goes to the back of recovery's queue.
-pub async fn mark_checked(pool: &PgPool, key: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+/// Recovery asked the provider about these attempts: those still open go
+/// to the back of recovery's queue.
+pub async fn mark_checked(pool: &PgPool, keys: &[String], now: DateTime<Utc>) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE provider_attempts SET checked_at = $2
-         WHERE idempotency_key = $1 AND status IN ('started', 'unknown')",
+         WHERE idempotency_key = ANY($1) AND status IN ('started', 'unknown')",
     )
-    .bind(key)
+    .bind(keys)
     .bind(now)
     .execute(pool)
     .await?;

@@ -28,7 +28,7 @@ use emporium_schemas::events::order::{CancelReason, OrderCancelled, OrderConfirm
 use emporium_schemas::values::{
     Address, CountryCode, Currency, Money, OrderId, PaymentMethod, PricedLine, ProductId, ProductQuantity, Text, UserId,
 };
-use emporium_schemas::{EntityKey, Envelope, Event, Partition, Seq};
+use emporium_schemas::{EntityKey, Envelope, Event, Origin, Partition, Seq};
 use emporium_test_harness::{TestDatabase, TestNats, eventually};
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -428,6 +428,34 @@ async fn a_reserved_order_is_authorized_then_captured_and_the_ledger_splits_the_
 }
 
 #[tokio::test]
+async fn the_balances_of_every_account_show_a_captured_sale_split_and_the_customer_settled() {
+    let world = World::start().await;
+    let (alice, bob) = (UserId::new_v7(), UserId::new_v7());
+    let order = OrderId::new_v7();
+    let placed = order_placed(order, "tok_visa", &[(alice, 2, 1_005), (bob, 1, 999)]);
+    world.publish(&[place(&placed), reserve(&placed)]).await;
+    world.wait_status(order, Status::Authorized).await;
+    world.publish(&[confirm(&placed)]).await;
+    world.wait_status(order, Status::Captured).await;
+
+    // The test's database holds this order's entries only: the whole journal is this order.
+    let balances: Vec<_> = ledger::account_balances(world.pool()).await.unwrap();
+    let customer: i64 = balances.iter().filter(|b| b.account == Account::Customer).map(|b| b.amount).sum();
+    assert_eq!(customer, 0, "what the customer paid is what they bought");
+    let balances: BTreeMap<_, _> =
+        balances.into_iter().filter(|b| b.amount != 0).map(|b| ((b.account, b.party), b.amount)).collect();
+    let expected = BTreeMap::from([
+        ((Account::ProviderClearing, None), 3_009),
+        ((Account::MerchantPayable, Some(*alice.as_uuid())), -1_809),
+        ((Account::MerchantPayable, Some(*bob.as_uuid())), -900),
+        ((Account::PlatformRevenue, None), -300),
+    ]);
+    assert_eq!(balances, expected);
+    assert_eq!(balances, world.balances(order).await, "per account and per order agree");
+    world.assert_reconciled().await;
+}
+
+#[tokio::test]
 async fn a_declined_card_fails_the_payment_with_its_reason() {
     let world = World::start().await;
     let (declined, broke) = (OrderId::new_v7(), OrderId::new_v7());
@@ -680,8 +708,7 @@ async fn crash_before_calling_at(world: &World, order: OrderId, ago: Duration) -
         order_id: order,
         request: Request::Authorize { method: ordered.method },
         amount: ordered.amount,
-        correlation_id: Uuid::now_v7(),
-        causation_id: Uuid::now_v7(),
+        origin: Origin { correlation_id: Uuid::now_v7(), causation_id: Uuid::now_v7() },
     };
     // Started longer ago than the call's timeout: the process died with it.
     let long_ago = emporium_nats::Clock::now(&world.clock) - chrono::TimeDelta::from_std(ago).unwrap();

@@ -4,11 +4,12 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use emporium_schemas::ReplyError;
 use emporium_schemas::commands::cart::{AddItem, CartView, Checkout, GetCart, RemoveItem, SetQuantity};
 use emporium_schemas::commands::order::OrderAccepted;
 use emporium_schemas::values::{Address, PaymentMethod, ProductId, Quantity, Text};
+use emporium_schemas::{Command, Principal, ReplyError};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -41,6 +42,17 @@ pub struct CheckoutRequest {
     pub payment_method: PaymentMethod,
 }
 
+/// Sends `command` to the caller's own cart (keyed by their user id).
+async fn own_cart<C: Command, A: DeserializeOwned>(
+    api: &ApiState,
+    principal: Principal,
+    request_id: &RequestId,
+    command: C,
+) -> Result<A, Problem> {
+    let key = *principal.user_id.as_uuid();
+    api.call_entity(principal, key, request_id, command).await
+}
+
 /// The caller's cart.
 #[utoipa::path(get, path = "/api/v1/cart", tag = "cart", security(("bearer" = [])),
     responses(
@@ -52,8 +64,7 @@ pub async fn cart(
     request_id: RequestId,
     Caller(principal): Caller,
 ) -> Result<axum::Json<CartView>, Problem> {
-    let key = *principal.user_id.as_uuid();
-    Ok(axum::Json(api.call_entity(principal, key, &request_id, GetCart {}).await?))
+    Ok(axum::Json(own_cart(&api, principal, &request_id, GetCart {}).await?))
 }
 
 /// Add a product, priced as the catalog prices it now.
@@ -70,9 +81,8 @@ pub async fn add_item(
     Caller(principal): Caller,
     AppJson(line): AppJson<NewLine>,
 ) -> Result<axum::Json<CartView>, Problem> {
-    let key = *principal.user_id.as_uuid();
     let command = AddItem { product_id: line.product_id, quantity: line.quantity };
-    Ok(axum::Json(api.call_entity(principal, key, &request_id, command).await?))
+    Ok(axum::Json(own_cart(&api, principal, &request_id, command).await?))
 }
 
 /// Change a line's quantity.
@@ -91,9 +101,8 @@ pub async fn set_quantity(
     AppPath(product_id): AppPath<Uuid>,
     AppJson(body): AppJson<LineQuantity>,
 ) -> Result<axum::Json<CartView>, Problem> {
-    let key = *principal.user_id.as_uuid();
     let command = SetQuantity { product_id: ProductId::from_uuid(product_id), quantity: body.quantity };
-    Ok(axum::Json(api.call_entity(principal, key, &request_id, command).await?))
+    Ok(axum::Json(own_cart(&api, principal, &request_id, command).await?))
 }
 
 /// Take a line out.
@@ -109,9 +118,8 @@ pub async fn remove_item(
     Caller(principal): Caller,
     AppPath(product_id): AppPath<Uuid>,
 ) -> Result<axum::Json<CartView>, Problem> {
-    let key = *principal.user_id.as_uuid();
     let command = RemoveItem { product_id: ProductId::from_uuid(product_id) };
-    Ok(axum::Json(api.call_entity(principal, key, &request_id, command).await?))
+    Ok(axum::Json(own_cart(&api, principal, &request_id, command).await?))
 }
 
 /// The `Idempotency-Key` header, required on checkout: it names the order.
@@ -152,9 +160,8 @@ pub async fn checkout(
     AppJson(body): AppJson<CheckoutRequest>,
 ) -> Result<impl IntoResponse, Problem> {
     let idempotency_key = idempotency_key(&headers)?;
-    let key = *principal.user_id.as_uuid();
     let command =
         Checkout { idempotency_key, shipping_address: body.shipping_address, payment_method: body.payment_method };
-    let accepted: OrderAccepted = api.call_entity(principal, key, &request_id, command).await?;
+    let accepted: OrderAccepted = own_cart(&api, principal, &request_id, command).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(accepted)))
 }

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use emporium_schemas::ReplyError;
 use emporium_schemas::commands::catalog::{
     CategoryView, CreateCategory, CreateProduct, DeleteProduct, GetProduct, ListCategories, ProductPage, ProductView,
     SearchProducts, SortOrder, UpdateProduct,
@@ -19,7 +18,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::ApiState;
-use crate::extract::{AppJson, AppPath, Caller, RequestId};
+use crate::extract::{AppJson, AppPath, Caller, QueryParams, RequestId};
 use crate::problem::Problem;
 
 const SELLERS: &[Role] = &[Role::Seller, Role::Admin];
@@ -42,41 +41,18 @@ pub async fn search(
 
 /// Reads the query parameters one by one, so a bad one is named.
 fn search_from(params: &HashMap<String, String>) -> Result<SearchProducts, Problem> {
-    fn parse<T: std::str::FromStr>(
-        params: &HashMap<String, String>,
-        name: &str,
-        what: &str,
-    ) -> Result<Option<T>, Problem> {
-        match params.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()) {
-            None => Ok(None),
-            Some(value) => value
-                .parse()
-                .map(Some)
-                .map_err(|_| Problem::from(ReplyError::invalid(name, format!("must be {what}, got {value:?}")))),
-        }
-    }
-    let uuid = |name: &str| parse::<Uuid>(params, name, "a UUID");
-    let sort = match params.get("sort").map(String::as_str) {
-        None | Some("") => None,
-        Some(text) => {
-            Some(serde_json::from_value::<SortOrder>(serde_json::Value::String(text.to_owned())).map_err(|_| {
-                Problem::from(ReplyError::invalid(
-                    "sort",
-                    "must be one of relevance, price_asc, price_desc, newest, rating",
-                ))
-            })?)
-        }
-    };
+    let query = QueryParams(params);
+    let uuid = |name: &str| query.parsed::<Uuid>(name, "a UUID");
     Ok(SearchProducts {
         q: params.get("q").cloned(),
         category: uuid("category")?.map(CategoryId::from_uuid),
-        min_price: parse(params, "min_price", "an integer amount in minor units")?,
-        max_price: parse(params, "max_price", "an integer amount in minor units")?,
+        min_price: query.parsed("min_price", "an integer amount in minor units")?,
+        max_price: query.parsed("max_price", "an integer amount in minor units")?,
         seller: uuid("seller")?.map(UserId::from_uuid),
-        in_stock: parse(params, "in_stock", "true or false")?,
-        sort,
+        in_stock: query.parsed("in_stock", "true or false")?,
+        sort: query.one_of::<SortOrder>("sort", "relevance, price_asc, price_desc, newest, rating")?,
         cursor: params.get("cursor").cloned().filter(|c| !c.is_empty()),
-        limit: parse(params, "limit", "a whole number from 1 to 100")?,
+        limit: query.parsed("limit", "a whole number from 1 to 100")?,
     })
 }
 
@@ -193,7 +169,7 @@ pub async fn set_stock(
         // after their creation: a product the catalog has is worth a retry.
         Err(problem) if problem.status == StatusCode::NOT_FOUND.as_u16() => {
             let _: ProductView = api.call(None, &request_id, GetProduct { product_id }).await?;
-            Err(Problem::overloaded("inventory has not learned of this product yet").retry_after(1))
+            Err(Problem::overloaded("inventory has not learned of this product yet"))
         }
         answer => answer.map(axum::Json),
     }

@@ -5,14 +5,13 @@
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
-use emporium_schemas::ReplyError;
 use emporium_schemas::commands::order::{CancelOrder, GetOrder, ListOrders, OrderPage, OrderView};
 use emporium_schemas::events::order::OrderStatus;
 use emporium_schemas::values::{OrderId, Role};
 use uuid::Uuid;
 
 use super::ApiState;
-use crate::extract::{AppPath, Caller, RequestId};
+use crate::extract::{AppPath, Caller, QueryParams, RequestId};
 use crate::problem::Problem;
 
 /// The orders the caller may see, newest first.
@@ -53,25 +52,13 @@ pub async fn sales(
 
 /// Reads the query parameters one by one, so a bad one is named.
 fn list_from(params: &HashMap<String, String>) -> Result<ListOrders, Problem> {
-    let given = |name: &str| params.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
-    let status = match given("status") {
-        None => None,
-        Some(text) => {
-            Some(serde_json::from_value::<OrderStatus>(serde_json::Value::String(text.to_owned())).map_err(|_| {
-                ReplyError::invalid(
-                    "status",
-                    "must be one of pending, reserved, confirmed, shipped, delivered, cancelled",
-                )
-            })?)
-        }
-    };
-    let limit = match given("limit") {
-        None => None,
-        Some(text) => {
-            Some(text.parse().map_err(|_| ReplyError::invalid("limit", format!("must be 1 to 100, got {text:?}")))?)
-        }
-    };
-    Ok(ListOrders { sales: false, status, cursor: given("cursor").map(str::to_owned), limit })
+    let query = QueryParams(params);
+    Ok(ListOrders {
+        sales: false,
+        status: query.one_of::<OrderStatus>("status", "pending, reserved, confirmed, shipped, delivered, cancelled")?,
+        cursor: query.text("cursor").map(str::to_owned),
+        limit: query.parsed("limit", "1 to 100")?,
+    })
 }
 
 /// One order as the caller may see it (404 if it is not theirs to see).
