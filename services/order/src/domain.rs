@@ -148,6 +148,12 @@ pub enum OrderCommand {
         placement: Box<Placement>,
         at: DateTime<Utc>,
     },
+    /// Is there already the order this checkout (body digest, items) placed?
+    /// Refused `NotPlaced` if not, `KeyReused` if its key placed another.
+    Find {
+        request_digest: String,
+        items: Vec<(ProductId, u32)>,
+    },
     /// The customer (or an admin) cancels.
     Cancel {
         at: DateTime<Utc>,
@@ -224,6 +230,8 @@ pub fn decide(state: &OrderState, command: &OrderCommand) -> Result<Vec<OrderEve
             Ok(Vec::new())
         }
         OrderCommand::Place { .. } => Err(Rejection::KeyReused),
+        OrderCommand::Find { request_digest, items } if order.placed_by(request_digest, items) => Ok(Vec::new()),
+        OrderCommand::Find { .. } => Err(Rejection::KeyReused),
         OrderCommand::Cancel { at } => match order.status {
             OrderStatus::Pending | OrderStatus::Reserved | OrderStatus::Confirmed => {
                 Ok(vec![cancel(order, CancelReason::CustomerRequest, *at)])

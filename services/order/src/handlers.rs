@@ -75,14 +75,14 @@ impl OrderService {
         if command.key.as_ref() != Some(&Orders::key(&data.order_id)) {
             return Err(ReplyError::invalid("order_id", "the command's key must be the order id"));
         }
-        // A retry finds its order without asking the catalog again.
-        if let Some(order) = store::order(&self.pool, data.order_id).await.map_err(|error| stored(&error))? {
-            let asked = domain::items(data.lines.iter().map(|line| (&line.product_id, line.quantity.get())));
-            return if order.placed_by(data.request_digest.as_str(), &asked) {
-                Ok(OrderAccepted { order_id: order.id })
-            } else {
-                Err(ReplyError::invalid("idempotency_key", Rejection::KeyReused.to_string()))
-            };
+        // A retry finds its order without asking the catalog again; a new
+        // checkout's actor keeps the (empty) state it loaded for the placement.
+        let items = domain::items(data.lines.iter().map(|line| (&line.product_id, line.quantity.get())));
+        let find = OrderCommand::Find { request_digest: data.request_digest.as_str().to_owned(), items };
+        match self.host.send_with(data.order_id, find, meta(&command)).await {
+            Ok(_) => return Ok(OrderAccepted { order_id: data.order_id }),
+            Err(HostError::Rejected(Rejection::NotPlaced)) => {}
+            Err(error) => return Err(refused(&error)),
         }
         let lines = self.price(&data.lines, &command.id.to_string()).await?;
         let total = domain::sum(lines.iter()).ok_or_else(|| {

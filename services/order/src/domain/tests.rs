@@ -239,6 +239,20 @@ fn placing_again_with_the_same_body_changes_nothing_and_another_body_is_refused(
 }
 
 #[test]
+fn finding_an_order_tells_a_retry_from_a_reused_key() {
+    let items = placement("digest-a").items();
+    let find = |digest: &str, items: &[(emporium_schemas::values::ProductId, u32)]| OrderCommand::Find {
+        request_digest: digest.to_owned(),
+        items: items.to_vec(),
+    };
+    assert_eq!(decide(&OrderState::default(), &find("digest-a", &items)), Err(Rejection::NotPlaced));
+    let state = given(&[place()]);
+    assert_eq!(decide(&state, &find("digest-a", &items)), Ok(Vec::new()));
+    assert_eq!(decide(&state, &find("digest-b", &items)), Err(Rejection::KeyReused));
+    assert_eq!(decide(&state, &find("digest-a", &items[..1])), Err(Rejection::KeyReused));
+}
+
+#[test]
 fn the_same_key_and_body_with_another_cart_is_refused() {
     let state = given(&[place()]);
     let mut same_body_other_cart = placement("digest-a");
