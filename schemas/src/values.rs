@@ -358,6 +358,17 @@ pub struct ProductQuantity {
     pub quantity: Quantity,
 }
 
+/// Quantities summed per product, in product-id order (saturating): what
+/// lines ask for regardless of how they are split or ordered.
+pub fn merge_quantities(lines: impl IntoIterator<Item = (ProductId, u32)>) -> Vec<(ProductId, u32)> {
+    let mut merged = std::collections::BTreeMap::new();
+    for (product, quantity) in lines {
+        let total: &mut u32 = merged.entry(product).or_default();
+        *total = total.saturating_add(quantity);
+    }
+    merged.into_iter().collect()
+}
+
 /// An order line as the order priced it from the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PricedLine {

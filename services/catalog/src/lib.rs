@@ -36,9 +36,7 @@ use crate::cache::ProductCache;
 use crate::handlers::Catalog;
 use crate::projection::StockProjection;
 
-/// The queue group every catalog instance answers in.
-pub const QUEUE_GROUP: &str = "catalog";
-/// The service's name: its database is `emporium_catalog`.
+/// The service's name: its database is `emporium_catalog`, its queue group the same.
 pub const SERVICE: &str = "catalog";
 
 /// Stock levels from inventory: the only events the catalog consumes.
@@ -123,14 +121,9 @@ pub async fn run(settings: CatalogSettings, deps: Dependencies, stop: Cancellati
 
     let catalog = Catalog { pool: deps.pool.clone(), cache, outbox, clock };
     let serve_config = ServeConfig { max_in_flight: settings.max_in_flight, ..ServeConfig::default() };
-    let served = emporium_nats::rpc::serve(
-        deps.nats.clone(),
-        QUEUE_GROUP,
-        handlers::routes(catalog),
-        serve_config,
-        stop.clone(),
-    )
-    .await;
+    let served =
+        emporium_nats::rpc::serve(deps.nats.clone(), SERVICE, handlers::routes(catalog), serve_config, stop.clone())
+            .await;
     stop.cancel();
     for (task, name) in [(relay, "outbox relay"), (stock, "stock projection"), (writer_task, "group commit")] {
         if let Err(error) = task.await {

@@ -43,9 +43,7 @@ use crate::password::{Argon2Params, PasswordHasher};
 use crate::store::StoreError;
 use crate::tokens::SigningKey;
 
-/// The queue group every identity instance answers in.
-pub const QUEUE_GROUP: &str = "identity";
-/// The service's name: its database is `emporium_identity`.
+/// The service's name: its database is `emporium_identity`, its queue group the same.
 pub const SERVICE: &str = "identity";
 
 /// Identity's own settings (`IDENTITY_*`; `.env.example` lists them).
@@ -189,14 +187,9 @@ pub async fn run(settings: IdentitySettings, deps: Dependencies, stop: Cancellat
     let relay = tokio::spawn(relay.run(stop.child_token()));
     let pruner = tokio::spawn(prune_refresh_tokens(deps.pool.clone(), leases, stop.child_token()));
     let serve_config = ServeConfig { max_in_flight: settings.max_in_flight, ..ServeConfig::default() };
-    let served = emporium_nats::rpc::serve(
-        deps.nats.clone(),
-        QUEUE_GROUP,
-        handlers::routes(identity),
-        serve_config,
-        stop.clone(),
-    )
-    .await;
+    let served =
+        emporium_nats::rpc::serve(deps.nats.clone(), SERVICE, handlers::routes(identity), serve_config, stop.clone())
+            .await;
     stop.cancel();
     for (task, name) in [(relay, "outbox relay"), (pruner, "refresh-token pruner")] {
         if let Err(error) = task.await {

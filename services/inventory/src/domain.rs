@@ -34,11 +34,7 @@ impl Stock {
 /// in product-id order: the order rows are locked in, so two orders over the
 /// same products always lock them in the same order and cannot deadlock.
 pub fn merge_lines(lines: impl IntoIterator<Item = (ProductId, u32)>) -> Vec<(ProductId, u32)> {
-    let mut merged = BTreeMap::new();
-    for (product, quantity) in lines {
-        *merged.entry(product).or_insert(0u32) = merged.get(&product).copied().unwrap_or(0).saturating_add(quantity);
-    }
-    merged.into_iter().collect()
+    emporium_schemas::values::merge_quantities(lines)
 }
 
 /// Reserves every line or none. `stock` holds the rows found for the lines'

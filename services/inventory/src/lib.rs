@@ -32,9 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::saga::{CatalogEvents, Inventory, OrderEvents, ShippingEvents};
 
-/// The queue group every inventory instance answers in.
-pub const QUEUE_GROUP: &str = "inventory";
-/// The service's name: its database is `emporium_inventory`.
+/// The service's name: its database is `emporium_inventory`, its queue group the same.
 pub const SERVICE: &str = "inventory";
 
 const CATALOG: &Subscription = &Subscription { service: SERVICE, context: "catalog" };
@@ -136,14 +134,9 @@ pub async fn run(
     tracing::info!("inventory ready");
 
     let serve_config = ServeConfig { max_in_flight: settings.max_in_flight, ..ServeConfig::default() };
-    let served = emporium_nats::rpc::serve(
-        deps.nats.clone(),
-        QUEUE_GROUP,
-        handlers::routes(inventory),
-        serve_config,
-        stop.clone(),
-    )
-    .await;
+    let served =
+        emporium_nats::rpc::serve(deps.nats.clone(), SERVICE, handlers::routes(inventory), serve_config, stop.clone())
+            .await;
     stop.cancel();
     while let Some(finished) = tasks.join_next().await {
         if let Err(error) = finished {

@@ -19,6 +19,7 @@ use emporium_schemas::events::order::{
 };
 use emporium_schemas::values::{
     Address, Money, NonEmpty, OrderId, PaymentMethod, PricedLine, ProductId, ProductQuantity, Role, ShipmentId, UserId,
+    merge_quantities,
 };
 use serde::{Deserialize, Serialize};
 
@@ -439,23 +440,10 @@ pub fn apply(state: &mut OrderState, event: &OrderEvent) {
     }
 }
 
-/// What was bought, product by product, regardless of line order and price.
-pub fn items<'a>(lines: impl IntoIterator<Item = (&'a ProductId, u32)>) -> Vec<(ProductId, u32)> {
-    let mut items: Vec<(ProductId, u32)> = Vec::new();
-    for (product, quantity) in lines {
-        match items.iter_mut().find(|(p, _)| p == product) {
-            Some((_, total)) => *total += quantity,
-            None => items.push((*product, quantity)),
-        }
-    }
-    items.sort();
-    items
-}
-
 impl Placement {
     /// The products and quantities asked for.
     pub fn items(&self) -> Vec<(ProductId, u32)> {
-        items(self.lines.iter().map(|line| (&line.product_id, line.quantity.get())))
+        merge_quantities(self.lines.iter().map(|line| (line.product_id, line.quantity.get())))
     }
 }
 
@@ -464,7 +452,7 @@ impl Order {
     /// that placed the order (a retry), rather than its key reused.
     pub fn placed_by(&self, request_digest: &str, items: &[(ProductId, u32)]) -> bool {
         self.request_digest == request_digest
-            && items == self::items(self.lines.iter().map(|line| (&line.product_id, line.quantity.get())))
+            && items == merge_quantities(self.lines.iter().map(|line| (line.product_id, line.quantity.get())))
     }
 
     /// The order as `OrderPlaced` announces it.

@@ -12,7 +12,7 @@ use emporium_schemas::commands::catalog::{GetProduct, ProductView};
 use emporium_schemas::commands::order::{
     CancelOrder, GetOrder, ListOrders, OrderAccepted, OrderPage, OrderView, PlaceOrder,
 };
-use emporium_schemas::values::{NonEmpty, OrderId, PricedLine, ProductQuantity};
+use emporium_schemas::values::{NonEmpty, OrderId, PricedLine, ProductQuantity, merge_quantities};
 use emporium_schemas::{CommandEnvelope, ErrorKind, Partition, Principal, Reply, ReplyError};
 use sqlx::PgPool;
 
@@ -77,7 +77,7 @@ impl OrderService {
         }
         // A retry finds its order without asking the catalog again; a new
         // checkout's actor keeps the (empty) state it loaded for the placement.
-        let items = domain::items(data.lines.iter().map(|line| (&line.product_id, line.quantity.get())));
+        let items = merge_quantities(data.lines.iter().map(|line| (line.product_id, line.quantity.get())));
         let find = OrderCommand::Find { request_digest: data.request_digest.as_str().to_owned(), items };
         match self.host.send_with(data.order_id, find, meta(&command)).await {
             Ok(_) => return Ok(OrderAccepted { order_id: data.order_id }),

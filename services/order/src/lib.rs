@@ -38,9 +38,7 @@ use crate::entity::Orders;
 use crate::handlers::OrderService;
 use crate::saga::{Facts, InventoryEvent, PaymentEvent, ShippingEvent};
 
-/// The queue group order instances answer listings in.
-pub const QUEUE_GROUP: &str = "order";
-/// The service's name: its database is `emporium_order`.
+/// The service's name: its database is `emporium_order`, its queue group the same.
 pub const SERVICE: &str = "order";
 
 const INVENTORY: &Subscription = &Subscription { service: SERVICE, context: "inventory" };
@@ -152,7 +150,7 @@ pub async fn run(settings: OrderSettings, deps: Dependencies, stop: Cancellation
     let owned: Vec<Partition> = Partition::all(deps.partitions).collect();
     let serve_config = ServeConfig { max_in_flight: settings.max_in_flight, ..ServeConfig::default() };
     let routes = handlers::routes(service, &owned, deps.partitions);
-    let served = emporium_nats::rpc::serve(deps.nats.clone(), QUEUE_GROUP, routes, serve_config, stop.clone()).await;
+    let served = emporium_nats::rpc::serve(deps.nats.clone(), SERVICE, routes, serve_config, stop.clone()).await;
     stop.cancel();
     while let Some(finished) = tasks.join_next().await {
         if let Err(error) = finished {
