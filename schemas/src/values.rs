@@ -117,6 +117,14 @@ uuid_id!(
     /// A shipment (one per confirmed order).
     ShipmentId
 );
+uuid_id!(
+    /// An in-app notification of one user.
+    NotificationId
+);
+uuid_id!(
+    /// A customer's review of a product.
+    ReviewId
+);
 
 /// An ISO 4217 currency code.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -207,6 +215,37 @@ impl TryFrom<u32> for Quantity {
 impl From<Quantity> for u32 {
     fn from(quantity: Quantity) -> u32 {
         quantity.0
+    }
+}
+
+/// A review's rating: 1 to 5 stars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub struct Stars(u8);
+
+impl Stars {
+    pub const MIN: u8 = 1;
+    pub const MAX: u8 = 5;
+
+    pub const fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl TryFrom<u8> for Stars {
+    type Error = ValueError;
+    fn try_from(stars: u8) -> Result<Self, ValueError> {
+        if (Self::MIN..=Self::MAX).contains(&stars) {
+            Ok(Self(stars))
+        } else {
+            Err(ValueError::Invalid { what: "rating (1 to 5 stars)", value: stars.to_string() })
+        }
+    }
+}
+
+impl From<Stars> for u8 {
+    fn from(stars: Stars) -> u8 {
+        stars.0
     }
 }
 
@@ -486,6 +525,13 @@ mod tests {
     fn quantities_are_between_one_and_nine_hundred_ninety_nine() {
         for (given, ok) in [(0, false), (1, true), (999, true), (1000, false)] {
             assert_eq!(Quantity::try_from(given).is_ok(), ok, "quantity {given}");
+        }
+    }
+
+    #[test]
+    fn ratings_are_one_to_five_stars() {
+        for (given, ok) in [(0, false), (1, true), (5, true), (6, false)] {
+            assert_eq!(Stars::try_from(given).is_ok(), ok, "{given} stars");
         }
     }
 

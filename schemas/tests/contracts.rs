@@ -9,8 +9,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use emporium_schemas::commands::{
-    cart, catalog as catalog_cmd, identity as identity_cmd, inventory as inventory_cmd, order as order_cmd,
-    shipping as shipping_cmd,
+    cart, catalog as catalog_cmd, identity as identity_cmd, inventory as inventory_cmd,
+    notification as notification_cmd, order as order_cmd, shipping as shipping_cmd,
 };
 use emporium_schemas::events::{catalog, identity, inventory, order, payment, shipping};
 use emporium_schemas::{Command, CommandEnvelope, Envelope, Event, registry};
@@ -111,6 +111,7 @@ fn codecs() -> BTreeMap<String, Codec> {
         event::<catalog::ProductCreated>(),
         event::<catalog::ProductUpdated>(),
         event::<catalog::ProductDeleted>(),
+        event::<catalog::ReviewAdded>(),
         event::<payment::PaymentAuthorized>(),
         event::<payment::PaymentFailed>(),
         event::<payment::PaymentCaptured>(),
@@ -139,8 +140,12 @@ fn codecs() -> BTreeMap<String, Codec> {
         command::<catalog_cmd::SearchProducts>(),
         command::<catalog_cmd::ListCategories>(),
         command::<catalog_cmd::CreateCategory>(),
+        command::<catalog_cmd::AddReview>(),
+        command::<catalog_cmd::ListReviews>(),
         command::<shipping_cmd::ShipShipment>(),
         command::<shipping_cmd::DeliverShipment>(),
+        command::<notification_cmd::ListNotifications>(),
+        command::<notification_cmd::ReadNotification>(),
         event::<identity::UserRegistered>(),
         command::<identity_cmd::Register>(),
         command::<identity_cmd::Login>(),

@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::impl_command;
-use crate::values::{CategoryId, Money, ProductId, StockLevel, UserId};
+use crate::values::{CategoryId, Money, ProductId, ReviewId, Stars, StockLevel, UserId};
 
 /// Put a product on sale; the caller (a seller or an admin) becomes its seller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -138,6 +138,63 @@ pub struct CreateCategory {
     pub parent_id: Option<CategoryId>,
 }
 impl_command!(CreateCategory => "catalog", "create_category", 1, QueueGroup);
+
+/// Review a product (signed in, with a delivered order containing it; never
+/// one's own product), once. Rating, title and body arrive plain: the
+/// catalog owns their rules and names the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AddReview {
+    /// Filled in by the gateway from the path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
+    pub product_id: Option<ProductId>,
+    /// 1 to 5 stars.
+    #[schema(example = 4, minimum = 1, maximum = 5)]
+    pub rating: u8,
+    #[schema(example = "Warm light, solid base", min_length = 1, max_length = 200)]
+    pub title: String,
+    #[schema(example = "Bright enough to read by and it does not wobble.", min_length = 1, max_length = 5000)]
+    pub body: String,
+}
+impl_command!(AddReview => "catalog", "add_review", 1, QueueGroup);
+
+/// A product's reviews, newest first, one page at a time (anyone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListReviews {
+    pub product_id: ProductId,
+    /// `next_cursor` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// 1 to 100; 20 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+impl_command!(ListReviews => "catalog", "list_reviews", 1, QueueGroup);
+
+/// A review as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReviewView {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: ReviewId,
+    #[schema(value_type = String, format = Uuid)]
+    pub product_id: ProductId,
+    #[schema(value_type = String, format = Uuid)]
+    pub author_id: UserId,
+    #[schema(value_type = u8, minimum = 1, maximum = 5, example = 4)]
+    pub rating: Stars,
+    pub title: String,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One page of reviews.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReviewPage {
+    pub items: Vec<ReviewView>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
 
 /// A product's rating from its reviews.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -7,6 +7,7 @@ pub mod cart;
 pub mod catalog;
 pub mod identity;
 pub mod inventory;
+pub mod notification;
 pub mod order;
 pub mod shipping;
 
@@ -43,8 +44,12 @@ pub(crate) const ALL: &[CommandType] = &[
     catalog::SearchProducts::TYPE,
     catalog::ListCategories::TYPE,
     catalog::CreateCategory::TYPE,
+    catalog::AddReview::TYPE,
+    catalog::ListReviews::TYPE,
     shipping::ShipShipment::TYPE,
     shipping::DeliverShipment::TYPE,
+    notification::ListNotifications::TYPE,
+    notification::ReadNotification::TYPE,
     identity::Register::TYPE,
     identity::Login::TYPE,
     identity::Refresh::TYPE,

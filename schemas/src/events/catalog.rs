@@ -1,10 +1,11 @@
-//! `catalog.*` events: products put on sale, changed and taken off sale.
-//! Key: the product id; `seq`: the product's version after the change.
+//! `catalog.*` events: products put on sale, changed, taken off sale and
+//! reviewed. Key: the product id; `seq`: the product's version after the
+//! change (a review moves the product's rating, so it counts as one).
 
 use serde::{Deserialize, Serialize};
 
 use super::impl_event;
-use crate::values::{CategoryId, Money, ProductId, Text, UserId};
+use crate::values::{CategoryId, Money, ProductId, ReviewId, Stars, Text, UserId};
 
 /// A seller put a product on sale; inventory learns its owner from this.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,3 +38,14 @@ pub struct ProductDeleted {
     pub seller_id: UserId,
 }
 impl_event!(ProductDeleted => "catalog", "product_deleted", 1);
+
+/// A customer with a delivered order of the product reviewed it; the
+/// product's rating now counts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewAdded {
+    pub review_id: ReviewId,
+    pub product_id: ProductId,
+    pub author_id: UserId,
+    pub rating: Stars,
+}
+impl_event!(ReviewAdded => "catalog", "review_added", 1);

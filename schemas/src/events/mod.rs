@@ -40,6 +40,7 @@ pub(crate) const ALL: &[EventType] = &[
     catalog::ProductCreated::TYPE,
     catalog::ProductUpdated::TYPE,
     catalog::ProductDeleted::TYPE,
+    catalog::ReviewAdded::TYPE,
     payment::PaymentAuthorized::TYPE,
     payment::PaymentFailed::TYPE,
     payment::PaymentCaptured::TYPE,

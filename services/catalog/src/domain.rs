@@ -1,12 +1,13 @@
 //! The catalog's rules, free of I/O: what makes a product name, description,
 //! price and category name acceptable, who may change a product, what a
-//! search asks for, and the cursor that carries a page's position.
+//! search asks for, and the cursor that carries a page's position; what makes
+//! a review acceptable and who may write one.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use emporium_schemas::Principal;
 use emporium_schemas::commands::catalog::{SearchProducts, SortOrder};
-use emporium_schemas::values::{CategoryId, Money, ProductId, Role, UserId};
+use emporium_schemas::values::{CategoryId, Money, ProductId, ReviewId, Role, Stars, UserId};
 use serde::{Deserialize, Serialize};
 
 /// A rule broken by a value the caller sent; `field` names it.
@@ -69,6 +70,96 @@ pub fn may_sell(role: Role) -> bool {
 /// A product's seller and admins may change it; nobody else.
 pub fn may_edit(principal: &Principal, seller: UserId) -> bool {
     principal.role == Role::Admin || principal.user_id == seller
+}
+
+/// A review as the catalog takes it: rated 1 to 5 stars, a one-line title
+/// and a body, both trimmed and neither empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewDraft {
+    pub rating: Stars,
+    pub title: String,
+    pub body: String,
+}
+
+impl ReviewDraft {
+    /// Long enough for a headline.
+    pub const MAX_TITLE: usize = 200;
+    /// Long enough for a thorough review, short enough to read on one screen or two.
+    pub const MAX_BODY: usize = 5000;
+
+    pub fn parse(rating: u8, title: &str, body: &str) -> Result<Self, Invalid> {
+        let rating = Stars::try_from(rating)
+            .map_err(|_| invalid("rating", format!("must be {} to {} stars, got {rating}", Stars::MIN, Stars::MAX)))?;
+        let title = bounded("title", title, 1, Self::MAX_TITLE)?;
+        if title.contains('\n') {
+            return Err(invalid("title", "must be one line"));
+        }
+        let body = bounded("body", body, 1, Self::MAX_BODY)?;
+        Ok(Self { rating, title, body })
+    }
+}
+
+/// Why someone may not review a product; the reason is shown to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MayNotReview {
+    #[error("sellers cannot review their own products")]
+    OwnProduct,
+    #[error("only a customer with a delivered order containing this product may review it")]
+    NotDelivered,
+}
+
+/// A product may be reviewed by whoever received it in a delivered order,
+/// except its own seller, whatever their role.
+pub fn may_review(author: UserId, seller: UserId, delivered: bool) -> Result<(), MayNotReview> {
+    if author == seller {
+        Err(MayNotReview::OwnProduct)
+    } else if !delivered {
+        Err(MayNotReview::NotDelivered)
+    } else {
+        Ok(())
+    }
+}
+
+/// A validated request for a page of a product's reviews, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReviewsPage {
+    /// The page starts strictly after (older than) this review.
+    pub after: Option<ReviewId>,
+    pub limit: u32,
+}
+
+/// Where a page of reviews ended: its last (oldest) review.
+#[derive(Debug, Serialize, Deserialize)]
+struct ReviewCursor {
+    review: ReviewId,
+}
+
+impl ReviewsPage {
+    pub const DEFAULT_LIMIT: u32 = 20;
+    pub const MAX_LIMIT: u32 = 100;
+
+    pub fn parse(cursor: Option<&str>, limit: Option<u32>) -> Result<Self, Invalid> {
+        let limit = limit.unwrap_or(Self::DEFAULT_LIMIT);
+        if !(1..=Self::MAX_LIMIT).contains(&limit) {
+            return Err(invalid("limit", format!("must be 1 to {}", Self::MAX_LIMIT)));
+        }
+        let after = match cursor.map(str::trim).filter(|c| !c.is_empty()) {
+            None => None,
+            Some(text) => {
+                let bad = || invalid("cursor", "is not a cursor this API gave out");
+                let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
+                let cursor: ReviewCursor = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+                Some(cursor.review)
+            }
+        };
+        Ok(Self { after, limit })
+    }
+
+    /// The cursor of the page after the one that ended with `last`.
+    pub fn cursor_after(last: ReviewId) -> String {
+        // A cursor is one id: it always serializes.
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&ReviewCursor { review: last }).unwrap_or_default())
+    }
 }
 
 /// How deep the category tree may grow: deep enough for any shop, shallow
@@ -222,6 +313,63 @@ mod tests {
         assert!(may_edit(&as_role(seller, Role::Seller), seller));
         assert!(may_edit(&as_role(UserId::new_v7(), Role::Admin), seller));
         assert!(!may_edit(&as_role(UserId::new_v7(), Role::Seller), seller));
+    }
+
+    #[test]
+    fn given_a_review_with_spaces_when_validated_then_title_and_body_are_trimmed() {
+        let draft = ReviewDraft::parse(4, "  Warm light ", "  Reads well.\nSturdy. ").unwrap();
+        assert_eq!(draft.rating.get(), 4);
+        assert_eq!((draft.title.as_str(), draft.body.as_str()), ("Warm light", "Reads well.\nSturdy."));
+    }
+
+    #[test]
+    fn given_ratings_outside_one_to_five_when_validated_then_rating_is_named() {
+        for rating in [0, 6, 255] {
+            assert_eq!(ReviewDraft::parse(rating, "Fine", "Fine.").unwrap_err().field, "rating", "{rating}");
+        }
+        assert!(ReviewDraft::parse(1, "Fine", "Fine.").is_ok() && ReviewDraft::parse(5, "Fine", "Fine.").is_ok());
+    }
+
+    #[test]
+    fn given_empty_long_or_multiline_titles_and_bodies_when_validated_then_the_field_is_named() {
+        let long_title = "t".repeat(ReviewDraft::MAX_TITLE + 1);
+        for title in ["", "   ", long_title.as_str(), "two\nlines"] {
+            assert_eq!(ReviewDraft::parse(3, title, "Fine.").unwrap_err().field, "title", "{title:?}");
+        }
+        let long_body = "b".repeat(ReviewDraft::MAX_BODY + 1);
+        for body in ["", " \n ", long_body.as_str(), "bell\u{7}"] {
+            assert_eq!(ReviewDraft::parse(3, "Fine", body).unwrap_err().field, "body", "{body:?}");
+        }
+        assert!(ReviewDraft::parse(3, &"t".repeat(ReviewDraft::MAX_TITLE), &"b".repeat(ReviewDraft::MAX_BODY)).is_ok());
+    }
+
+    #[test]
+    fn given_a_buyer_the_seller_and_a_stranger_when_reviewing_then_only_the_buyer_may() {
+        let (buyer, seller, stranger) = (UserId::new_v7(), UserId::new_v7(), UserId::new_v7());
+        assert_eq!(may_review(buyer, seller, true), Ok(()));
+        assert_eq!(may_review(stranger, seller, false), Err(MayNotReview::NotDelivered));
+        // Even a seller who somehow received their own product may not rate it.
+        assert_eq!(may_review(seller, seller, true), Err(MayNotReview::OwnProduct));
+        assert_eq!(may_review(seller, seller, false), Err(MayNotReview::OwnProduct));
+    }
+
+    #[test]
+    fn given_a_reviews_cursor_when_it_comes_back_then_the_page_starts_after_it() {
+        let last = ReviewId::new_v7();
+        let page = ReviewsPage::parse(Some(&ReviewsPage::cursor_after(last)), Some(5)).unwrap();
+        assert_eq!(page, ReviewsPage { after: Some(last), limit: 5 });
+        assert_eq!(ReviewsPage::parse(None, None).unwrap(), ReviewsPage { after: None, limit: 20 });
+    }
+
+    #[test]
+    fn given_bad_limits_or_foreign_cursors_when_paging_reviews_then_the_field_is_named() {
+        for limit in [0, 101] {
+            assert_eq!(ReviewsPage::parse(None, Some(limit)).unwrap_err().field, "limit");
+        }
+        let product_cursor = Cursor::Newest { id: ProductId::new_v7() }.encode();
+        for cursor in ["not-a-cursor", product_cursor.as_str()] {
+            assert_eq!(ReviewsPage::parse(Some(cursor), None).unwrap_err().field, "cursor", "{cursor}");
+        }
     }
 
     #[test]

@@ -6,19 +6,19 @@ use std::sync::Arc;
 
 use emporium_nats::{OutboxSignal, OutgoingEvent, Routes, SharedClock};
 use emporium_schemas::commands::catalog::{
-    CategoryView, CreateCategory, CreateProduct, DeleteProduct, GetProduct, ListCategories, ProductPage, ProductView,
-    SearchProducts, UpdateProduct,
+    AddReview, CategoryView, CreateCategory, CreateProduct, DeleteProduct, GetProduct, ListCategories, ListReviews,
+    ProductPage, ProductView, ReviewPage, ReviewView, SearchProducts, UpdateProduct,
 };
-use emporium_schemas::events::catalog::{ProductCreated, ProductDeleted, ProductUpdated};
-use emporium_schemas::values::{CategoryId, ProductId, Role, Text};
+use emporium_schemas::events::catalog::{ProductCreated, ProductDeleted, ProductUpdated, ReviewAdded};
+use emporium_schemas::values::{CategoryId, ProductId, ReviewId, Role, Text};
 use emporium_schemas::{CommandEnvelope, EntityKey, ErrorKind, Event, Origin, ReplyError, Seq};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::cache::ProductCache;
-use crate::domain::{self, Invalid, MAX_CATEGORY_DEPTH, Search};
+use crate::domain::{self, Invalid, MAX_CATEGORY_DEPTH, ReviewDraft, ReviewsPage, Search};
 use crate::search;
-use crate::store::{self, ProductFields, StoreError};
+use crate::store::{self, NewReview, ProductFields, StoreError};
 
 /// Everything the answers share.
 #[derive(Debug)]
@@ -41,6 +41,8 @@ pub fn routes(catalog: Catalog) -> Routes<Catalog> {
             store::categories(&s.pool).await.map_err(|e| internal(&e))
         })
         .on(|s, c: CommandEnvelope<CreateCategory>| async move { s.create_category(&c).await })
+        .on(|s, c: CommandEnvelope<AddReview>| async move { s.add_review(&c).await })
+        .on(|s, c: CommandEnvelope<ListReviews>| async move { s.reviews(c.data).await })
 }
 
 fn internal(error: &dyn std::fmt::Display) -> ReplyError {
@@ -63,6 +65,9 @@ impl From<StoreError> for ReplyError {
         match error {
             StoreError::CategoryNameTaken => {
                 ReplyError::new(ErrorKind::Conflict, "a category with this name exists at this place in the tree")
+            }
+            StoreError::AlreadyReviewed => {
+                ReplyError::new(ErrorKind::Conflict, "you have reviewed this product already: one review per customer")
             }
             other => internal(&other),
         }
@@ -203,6 +208,57 @@ impl Catalog {
         let search = Search::parse(request)?;
         let page = search::search(&self.pool, &search).await?;
         Ok(ProductPage { items: page.items, next_cursor: page.next.map(|cursor| cursor.encode()) })
+    }
+
+    /// Reviews a product for a customer who received it; the review, the
+    /// product's new rating and `catalog.review_added` commit together.
+    pub async fn add_review(&self, command: &CommandEnvelope<AddReview>) -> Result<ReviewView, ReplyError> {
+        let principal = command.signed_in()?;
+        let request = &command.data;
+        let id = request.product_id.ok_or_else(|| ReplyError::invalid("product_id", "is required"))?;
+        let draft = ReviewDraft::parse(request.rating, &request.title, &request.body)?;
+
+        let mut tx = self.pool.begin().await.map_err(|e| internal(&e))?;
+        // Locked: reviews of one product take its versions one after another.
+        let locked = store::lock_product(&mut tx, id).await?.ok_or_else(not_found)?;
+        let delivered = store::has_received(&mut tx, principal.user_id, id).await?;
+        domain::may_review(principal.user_id, locked.product.seller_id, delivered)
+            .map_err(|refusal| ReplyError::new(ErrorKind::Forbidden, refusal.to_string()))?;
+        let version = locked.version + 1;
+        let review = NewReview {
+            id: ReviewId::new_v7(),
+            product: id,
+            author: principal.user_id,
+            rating: draft.rating,
+            title: &draft.title,
+            body: &draft.body,
+            created_at: self.clock.now(),
+        };
+        let added =
+            ReviewAdded { review_id: review.id, product_id: id, author_id: principal.user_id, rating: draft.rating };
+        let event = product_event(command, id, version, added)?;
+        let review = store::add_review(&mut tx, &review, version, &event).await?;
+        tx.commit().await.map_err(|e| internal(&e))?;
+        // The cached product shows the rating: drop it before replying.
+        self.cache.invalidate(id);
+        self.outbox.wake();
+        tracing::info!(product.id = %id, review.id = %review.id, "review added");
+        Ok(review)
+    }
+
+    /// A product's reviews, newest first; 404 for a product not on sale.
+    pub async fn reviews(&self, request: ListReviews) -> Result<ReviewPage, ReplyError> {
+        let page = ReviewsPage::parse(request.cursor.as_deref(), request.limit)?;
+        self.product(request.product_id).await?;
+        let mut items = store::reviews(&self.pool, request.product_id, page.after, page.limit + 1).await?;
+        let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|last| ReviewsPage::cursor_after(last.id))
+        } else {
+            None
+        };
+        Ok(ReviewPage { items, next_cursor })
     }
 
     async fn create_category(&self, command: &CommandEnvelope<CreateCategory>) -> Result<CategoryView, ReplyError> {

@@ -1,17 +1,20 @@
-//! The catalog service: products, categories and search.
+//! The catalog service: products, categories, search and reviews.
 //!
 //! It answers `cmd.catalog.*` over NATS request/reply (queue group
-//! `catalog`), publishes `catalog.product_*` through its outbox, and keeps
-//! each product's stock as inventory last reported it (a read model fed by
-//! `inventory.stock_changed`). Product details are cached in process.
+//! `catalog`), publishes `catalog.product_*` and `catalog.review_added`
+//! through its outbox, keeps each product's stock as inventory last reported
+//! it (a read model fed by `inventory.stock_changed`) and its rating as its
+//! reviews add up, and learns from `order.delivered` who may review what.
+//! Product details are cached in process.
 //!
 //! # Layout
-//! - [`domain`]: the rules (names, prices, who may change what, searches and
-//!   their cursors), pure and tested given/when/then.
+//! - [`domain`]: the rules (names, prices, who may change or review what,
+//!   reviews, searches and their cursors), pure and tested given/when/then.
 //! - [`store`]: the tables (sqlx); a change and its event in one transaction.
 //! - [`search`]: the one query behind search and browse.
 //! - [`cache`]: product details in memory, invalidated before a write replies.
-//! - [`projection`]: stock levels from inventory; cache invalidation across instances.
+//! - [`projection`]: stock levels from inventory, verified purchases from
+//!   delivered orders; cache invalidation across instances.
 //! - [`handlers`]: each command's answer.
 //! - [`seed`]: sample products for development and benchmarks.
 
@@ -34,17 +37,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::ProductCache;
 use crate::handlers::Catalog;
-use crate::projection::StockProjection;
+use crate::projection::{DeliveredOrders, StockProjection};
 
 /// The service's name: its database is `emporium_catalog`, its queue group the same.
 pub const SERVICE: &str = "catalog";
 
-/// Stock levels from inventory: the only events the catalog consumes.
+/// Stock levels from inventory.
 const STOCK: &Subscription = &Subscription { service: SERVICE, context: "inventory" };
+/// Delivered orders: who may review which products.
+const ORDERS: &Subscription = &Subscription { service: SERVICE, context: "order" };
 
 /// The events the catalog consumes (a durable consumer per partition each).
 pub fn subscriptions() -> Vec<Subscription> {
-    vec![STOCK.clone()]
+    vec![STOCK.clone(), ORDERS.clone()]
 }
 
 /// The catalog's own settings (`CATALOG_*`; `.env.example` lists them).
@@ -88,7 +93,7 @@ pub struct Dependencies {
 }
 
 /// Migrates, then answers commands, relays its outbox and follows stock
-/// levels until `stop`; returns once in-flight work has finished.
+/// levels and deliveries until `stop`; returns once in-flight work has finished.
 pub async fn run(settings: CatalogSettings, deps: Dependencies, stop: CancellationToken) -> Result<(), CatalogError> {
     store::migrate(&deps.pool).await?;
     let clock: SharedClock = Arc::new(SystemClock);
@@ -117,6 +122,14 @@ pub async fn run(settings: CatalogSettings, deps: Dependencies, stop: Cancellati
         LoopConfig::default(),
         stop.child_token(),
     ));
+    let purchases = tokio::spawn(emporium_nats::consume_subscription(
+        jetstream.clone(),
+        ORDERS,
+        deps.partitions,
+        Arc::new(DeliveredOrders { pool: deps.pool.clone() }),
+        LoopConfig::default(),
+        stop.child_token(),
+    ));
     tracing::info!("catalog ready");
 
     let catalog = Catalog { pool: deps.pool.clone(), cache, outbox, clock };
@@ -125,7 +138,13 @@ pub async fn run(settings: CatalogSettings, deps: Dependencies, stop: Cancellati
         emporium_nats::rpc::serve(deps.nats.clone(), SERVICE, handlers::routes(catalog), serve_config, stop.clone())
             .await;
     stop.cancel();
-    for (task, name) in [(relay, "outbox relay"), (stock, "stock projection"), (writer_task, "group commit")] {
+    let tasks = [
+        (relay, "outbox relay"),
+        (stock, "stock projection"),
+        (purchases, "verified purchases"),
+        (writer_task, "group commit"),
+    ];
+    for (task, name) in tasks {
         if let Err(error) = task.await {
             tracing::error!(%error, task = name, "task failed");
         }

@@ -1,6 +1,7 @@
 //! What the catalog learns from others and tells its peers: inventory's
-//! stock levels become the products' read-model columns, and every instance
-//! drops cached products that changed.
+//! stock levels become the products' read-model columns, delivered orders
+//! become the verified purchases that reviews need, and every instance drops
+//! cached products that changed.
 
 use std::sync::Arc;
 
@@ -8,13 +9,15 @@ use emporium_actors::{Commit, CommitError, GroupCommit};
 use emporium_nats::{Delivery, Handled, Handler, HandlerError};
 use emporium_schemas::Envelope;
 use emporium_schemas::events::inventory::StockChanged;
+use emporium_schemas::events::order::OrderDelivered;
 use emporium_schemas::values::ProductId;
 use futures::StreamExt;
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::cache::ProductCache;
-use crate::store::StockUpdate;
+use crate::store::{self, StockUpdate};
 
 /// Core NATS subject on which an instance tells the others that it changed
 /// a product's read model (`<prefix>.<product id>`). Product changes of its
@@ -48,6 +51,37 @@ impl Handler for StockProjection {
         if let Err(error) = self.nats.publish(format!("{READ_MODEL_CHANGED}.{product}"), Default::default()).await {
             tracing::debug!(%error, "peers not told of a stock change");
         }
+        Ok(Handled::Applied)
+    }
+}
+
+/// The delivered-orders consumer's name in the inbox.
+pub const PURCHASES_CONSUMER: &str = "catalog-order";
+
+/// Learns from `order.delivered` who received which products: the verified
+/// purchases a review needs. The rows and the inbox entry commit together,
+/// so a redelivered event adds nothing; the event is the order's last, so
+/// there is no `seq` to compare.
+#[derive(Debug)]
+pub struct DeliveredOrders {
+    pub pool: PgPool,
+}
+
+impl Handler for DeliveredOrders {
+    type Event = OrderDelivered;
+
+    async fn handle(&self, event: Envelope<OrderDelivered>, _delivery: &Delivery) -> Result<Handled, HandlerError> {
+        let retry = |error: &dyn std::fmt::Display| HandlerError::Retry(error.to_string());
+        let delivered = &event.data;
+        let products: Vec<ProductId> = delivered.lines.as_slice().iter().map(|line| line.product_id).collect();
+        let mut tx = self.pool.begin().await.map_err(|e| retry(&e))?;
+        if !emporium_nats::inbox::record(&mut tx, PURCHASES_CONSUMER, event.id).await.map_err(|e| retry(&e))? {
+            return Ok(Handled::Skipped);
+        }
+        store::record_purchases(&mut tx, delivered.customer_id, delivered.order_id, &products, event.occurred_at)
+            .await
+            .map_err(|e| retry(&e))?;
+        tx.commit().await.map_err(|e| retry(&e))?;
         Ok(Handled::Applied)
     }
 }

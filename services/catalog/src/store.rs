@@ -1,12 +1,15 @@
 //! The catalog's Postgres tables: categories, products and their read-model
-//! columns. Runtime queries (no compile-time database). A product change and
-//! its event commit together through the outbox.
+//! columns, reviews and the verified purchases behind them. Runtime queries
+//! (no compile-time database). A product change (a review included) and its
+//! event commit together through the outbox.
 
 use chrono::{DateTime, Utc};
 use emporium_actors::StateChange;
 use emporium_nats::OutgoingEvent;
-use emporium_schemas::commands::catalog::{CategoryStep, CategoryView, ProductView, Rating};
-use emporium_schemas::values::{CategoryId, Currency, Money, ProductId, StockLevel, UserId, ValueError};
+use emporium_schemas::commands::catalog::{CategoryStep, CategoryView, ProductView, Rating, ReviewView};
+use emporium_schemas::values::{
+    CategoryId, Currency, Money, OrderId, ProductId, ReviewId, Stars, StockLevel, UserId, ValueError,
+};
 use futures::future::BoxFuture;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
@@ -16,6 +19,8 @@ use uuid::Uuid;
 pub enum StoreError {
     #[error("a sibling category has this name")]
     CategoryNameTaken,
+    #[error("the author has reviewed this product already")]
+    AlreadyReviewed,
     #[error("a stored value is not valid: {0}")]
     Corrupt(#[from] ValueError),
     #[error(transparent)]
@@ -219,6 +224,135 @@ impl StateChange for StockUpdate {
             Ok(applied.rows_affected() == 1)
         })
     }
+}
+
+/// Records that `customer` received `products` in `order`: the verified
+/// purchases reviews need. A product received before keeps its first order.
+pub async fn record_purchases(
+    tx: &mut PgConnection,
+    customer: UserId,
+    order: OrderId,
+    products: &[ProductId],
+    delivered_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let products: Vec<Uuid> = products.iter().map(|p| *p.as_uuid()).collect();
+    sqlx::query(
+        "INSERT INTO verified_purchases (customer_id, product_id, order_id, delivered_at)
+         SELECT $1, product_id, $3, $4 FROM (SELECT DISTINCT unnest($2::uuid[]) AS product_id) AS received
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(customer.as_uuid())
+    .bind(&products)
+    .bind(order.as_uuid())
+    .bind(delivered_at)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Whether `customer` received `product` in a delivered order.
+pub async fn has_received(tx: &mut PgConnection, customer: UserId, product: ProductId) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM verified_purchases WHERE customer_id = $1 AND product_id = $2)",
+    )
+    .bind(customer.as_uuid())
+    .bind(product.as_uuid())
+    .fetch_one(tx)
+    .await?)
+}
+
+/// A review to store: who wrote what about which product.
+#[derive(Debug, Clone)]
+pub struct NewReview<'a> {
+    pub id: ReviewId,
+    pub product: ProductId,
+    pub author: UserId,
+    pub rating: Stars,
+    pub title: &'a str,
+    pub body: &'a str,
+    pub created_at: DateTime<Utc>,
+}
+
+const REVIEW_COLUMNS: &str = "id, product_id, author_id, rating, title, body, created_at";
+
+fn review_of(row: &PgRow) -> Result<ReviewView, StoreError> {
+    let rating: i16 = row.try_get("rating")?;
+    let rating = u8::try_from(rating)
+        .map_err(|_| ValueError::Invalid { what: "rating", value: rating.to_string() })
+        .and_then(Stars::try_from)?;
+    Ok(ReviewView {
+        id: ReviewId::from_uuid(row.try_get("id")?),
+        product_id: ProductId::from_uuid(row.try_get("product_id")?),
+        author_id: UserId::from_uuid(row.try_get("author_id")?),
+        rating,
+        title: row.try_get("title")?,
+        body: row.try_get("body")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// Stores a review of a locked product, adds its stars to the product's
+/// rating (a running sum and count, so the average is exact without
+/// re-reading the reviews), makes the product `version`, and appends its
+/// `catalog.review_added` event. A second review by the same author is
+/// [`StoreError::AlreadyReviewed`].
+pub async fn add_review(
+    tx: &mut PgConnection,
+    review: &NewReview<'_>,
+    version: i64,
+    event: &OutgoingEvent,
+) -> Result<ReviewView, StoreError> {
+    let sql = format!(
+        "INSERT INTO reviews ({REVIEW_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {REVIEW_COLUMNS}"
+    );
+    let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(review.id.as_uuid())
+        .bind(review.product.as_uuid())
+        .bind(review.author.as_uuid())
+        .bind(i16::from(review.rating.get()))
+        .bind(review.title)
+        .bind(review.body)
+        .bind(review.created_at)
+        .fetch_one(&mut *tx)
+        .await;
+    let row = match inserted {
+        Err(sqlx::Error::Database(e)) if e.constraint() == Some("reviews_one_per_author") => {
+            return Err(StoreError::AlreadyReviewed);
+        }
+        other => other?,
+    };
+    // The right-hand sides read the row as it was: the new sum and count are the old plus this review.
+    sqlx::query(
+        "UPDATE products SET rating_sum = rating_sum + $2, rating_count = rating_count + 1,
+                             rating_avg = (rating_sum + $2)::double precision / (rating_count + 1), version = $3
+         WHERE id = $1",
+    )
+    .bind(review.product.as_uuid())
+    .bind(i64::from(review.rating.get()))
+    .bind(version)
+    .execute(&mut *tx)
+    .await?;
+    emporium_nats::outbox::append(tx, std::slice::from_ref(event)).await?;
+    review_of(&row)
+}
+
+/// Up to `limit` of a product's reviews, newest first, older than `after`.
+pub async fn reviews(
+    pool: &PgPool,
+    product: ProductId,
+    after: Option<ReviewId>,
+    limit: u32,
+) -> Result<Vec<ReviewView>, StoreError> {
+    // The keyset condition is written only when there is one, so it is
+    // always an index condition rather than a filter over skipped rows.
+    let mut sql = sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT ");
+    sql.push(REVIEW_COLUMNS).push(" FROM reviews WHERE product_id = ").push_bind(*product.as_uuid());
+    if let Some(after) = after {
+        sql.push(" AND id < ").push_bind(*after.as_uuid());
+    }
+    sql.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
+    let rows = sql.build().fetch_all(pool).await?;
+    rows.iter().map(review_of).collect()
 }
 
 /// Adds a category below `parent` (whose path is given), or at the top; returns it.

@@ -18,6 +18,8 @@ pub(crate) enum Service {
     Inventory,
     Order,
     Payment,
+    Shipping,
+    Notification,
     Cart,
 }
 
@@ -28,6 +30,8 @@ impl Service {
         Service::Inventory,
         Service::Order,
         Service::Payment,
+        Service::Shipping,
+        Service::Notification,
         Service::Cart,
         Service::Gateway,
     ];
@@ -40,6 +44,8 @@ impl Service {
             Service::Inventory => emporium_inventory::SERVICE,
             Service::Order => emporium_order::SERVICE,
             Service::Payment => emporium_payment::SERVICE,
+            Service::Shipping => emporium_shipping::SERVICE,
+            Service::Notification => emporium_notification::SERVICE,
             Service::Cart => emporium_cart::SERVICE,
         }
     }
@@ -49,9 +55,13 @@ impl Service {
         match self {
             // The gateway owns nothing durable; carts live in Redis.
             Service::Gateway | Service::Cart => None,
-            Service::Identity | Service::Catalog | Service::Inventory | Service::Order | Service::Payment => {
-                Some(self.name())
-            }
+            Service::Identity
+            | Service::Catalog
+            | Service::Inventory
+            | Service::Order
+            | Service::Payment
+            | Service::Shipping
+            | Service::Notification => Some(self.name()),
         }
     }
 
@@ -64,6 +74,8 @@ impl Service {
             Service::Inventory => emporium_inventory::store::migrate(pool).await?,
             Service::Order => emporium_order::store::migrate(pool).await?,
             Service::Payment => emporium_payment::store::migrate(pool).await?,
+            Service::Shipping => emporium_shipping::store::migrate(pool).await?,
+            Service::Notification => emporium_notification::store::migrate(pool).await?,
         }
         Ok(())
     }
@@ -77,6 +89,8 @@ impl Service {
             Service::Inventory => emporium_inventory::subscriptions(),
             Service::Order => emporium_order::subscriptions(),
             Service::Payment => emporium_payment::subscriptions(),
+            Service::Shipping => emporium_shipping::subscriptions(),
+            Service::Notification => emporium_notification::subscriptions(),
         }
     }
 
@@ -159,6 +173,28 @@ impl Service {
                     provider: Arc::new(simulator),
                 };
                 emporium_payment::run(payment_settings, deps, stop).await?;
+            }
+            Service::Shipping => {
+                let shipping_settings = emporium_shipping::ShippingSettings::from_source(env)?;
+                let pool = open_database(&connections, &readiness, emporium_shipping::SERVICE)?;
+                let deps = emporium_shipping::Dependencies {
+                    pool,
+                    nats: connections.nats().clone(),
+                    partitions: settings.partitions,
+                    clock: Arc::new(emporium_nats::SystemClock),
+                };
+                emporium_shipping::run(shipping_settings, deps, stop).await?;
+            }
+            Service::Notification => {
+                let notification_settings = emporium_notification::NotificationSettings::from_source(env)?;
+                let pool = open_database(&connections, &readiness, emporium_notification::SERVICE)?;
+                let deps = emporium_notification::Dependencies {
+                    pool,
+                    nats: connections.nats().clone(),
+                    partitions: settings.partitions,
+                    clock: Arc::new(emporium_nats::SystemClock),
+                };
+                emporium_notification::run(notification_settings, deps, stop).await?;
             }
             Service::Cart => {
                 let cart_settings = emporium_cart::CartSettings::from_source(env)?;

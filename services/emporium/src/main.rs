@@ -88,6 +88,8 @@ enum ServiceArg {
     Inventory,
     Order,
     Payment,
+    Shipping,
+    Notification,
     Cart,
 }
 
@@ -102,6 +104,8 @@ impl ServiceArg {
             ServiceArg::Inventory => Some(host::Service::Inventory),
             ServiceArg::Order => Some(host::Service::Order),
             ServiceArg::Payment => Some(host::Service::Payment),
+            ServiceArg::Shipping => Some(host::Service::Shipping),
+            ServiceArg::Notification => Some(host::Service::Notification),
             ServiceArg::Cart => Some(host::Service::Cart),
         }
     }

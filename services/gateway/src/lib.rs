@@ -48,6 +48,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 pub use problem::Problem;
 
 use crate::api::ApiState;
+use crate::api::live::Streams;
 use crate::auth::KeySet;
 use crate::limits::{RateLimiter, RateLimits};
 use crate::observe::{Metrics, Observe, ObserveConfig};
@@ -70,6 +71,13 @@ pub struct GatewaySettings {
     pub trust_forwarded_for: bool,
     /// Least time between two JWKS fetches prompted by unknown key ids.
     pub jwks_refetch: Duration,
+    /// Live order-status streams (SSE) open at once before new ones get 503.
+    pub max_streams: usize,
+    /// How often an idle stream sends a keep-alive comment, so proxies keep it open.
+    pub stream_keep_alive: Duration,
+    /// A stream still open after this long is ended; the client reconnects and
+    /// gets the current state first, as on any connect.
+    pub stream_max_age: Duration,
 }
 
 impl GatewaySettings {
@@ -88,6 +96,9 @@ impl GatewaySettings {
             cors_origins: cors.split(',').map(str::trim).filter(|o| !o.is_empty()).map(str::to_owned).collect(),
             trust_forwarded_for: typed(&source, "GATEWAY_TRUST_FORWARDED_FOR", "false")?,
             jwks_refetch: Duration::from_secs(typed(&source, "GATEWAY_JWKS_REFETCH_SECS", "10")?),
+            max_streams: typed(&source, "GATEWAY_MAX_STREAMS", "10000")?,
+            stream_keep_alive: Duration::from_secs(typed(&source, "GATEWAY_STREAM_KEEP_ALIVE_SECS", "15")?),
+            stream_max_age: Duration::from_secs(typed(&source, "GATEWAY_STREAM_MAX_AGE_SECS", "3600")?),
         })
     }
 }
@@ -116,6 +127,9 @@ pub enum GatewayError {
 pub struct Gateway {
     listener: tokio::net::TcpListener,
     router: Router,
+    /// Ends the live streams at shutdown: a graceful shutdown waits for open
+    /// connections, and a stream would otherwise hold it open for its whole age.
+    streams_stop: CancellationToken,
 }
 
 impl Gateway {
@@ -128,7 +142,8 @@ impl Gateway {
     ) -> Result<Self, GatewayError> {
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|source| GatewayError::Bind { addr, source })?;
-        Ok(Self { listener, router: router(settings, deps, readiness) })
+        let streams_stop = CancellationToken::new();
+        Ok(Self { listener, router: router(settings, deps, readiness, streams_stop.clone()), streams_stop })
     }
 
     /// The bound address (the real port when bound to port 0).
@@ -141,14 +156,31 @@ impl Gateway {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), GatewayError> {
         tracing::info!(addr = %self.local_addr()?, "gateway listening");
         let app = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+        let streams_stop = self.streams_stop;
+        let stopping = async move {
+            shutdown.cancelled().await;
+            streams_stop.cancel();
+        };
+        axum::serve(self.listener, app).with_graceful_shutdown(stopping).await?;
         tracing::info!("gateway stopped");
         Ok(())
     }
 }
 
-fn router(settings: &GatewaySettings, deps: Dependencies, readiness: Readiness) -> Router {
-    let services = ServiceCaller::new(deps.nats, settings.service_deadline).with_partitions(deps.partitions);
+fn router(
+    settings: &GatewaySettings,
+    deps: Dependencies,
+    readiness: Readiness,
+    streams_stop: CancellationToken,
+) -> Router {
+    let services = ServiceCaller::new(deps.nats.clone(), settings.service_deadline).with_partitions(deps.partitions);
+    let streams = Streams {
+        nats: deps.nats,
+        open: Arc::new(Semaphore::new(settings.max_streams)),
+        keep_alive: settings.stream_keep_alive,
+        max_age: settings.stream_max_age,
+        stop: streams_stop,
+    };
     let keys = Arc::new(KeySet::new(services.clone(), settings.jwks_refetch));
     let limiter = RateLimiter::new(deps.redis, deps.redis_prefix, settings.rate_limits);
     let observe = Observe {
@@ -156,7 +188,7 @@ fn router(settings: &GatewaySettings, deps: Dependencies, readiness: Readiness) 
         config: ObserveConfig { trust_forwarded_for: settings.trust_forwarded_for },
     };
 
-    let public_api = api::routes(ApiState { services })
+    let public_api = api::routes(ApiState { services, streams })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(from_fn_with_state(limiter, limits::rate_limit))
         .layer(from_fn_with_state(keys.clone(), auth::authenticate))

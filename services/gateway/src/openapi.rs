@@ -7,7 +7,7 @@ use axum::response::{Html, IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{auth, cart, catalog, me, orders};
+use crate::api::{auth, cart, catalog, live, me, notifications, orders, reviews, shipments};
 use crate::problem::Problem;
 
 #[derive(OpenApi)]
@@ -17,18 +17,23 @@ use crate::problem::Problem;
         auth::register, auth::login, auth::refresh, auth::logout,
         me::profile, me::update_profile, me::addresses, me::add_address, me::delete_address, me::user,
         catalog::search, catalog::product, catalog::create_product, catalog::update_product, catalog::delete_product,
-        catalog::set_stock, catalog::categories, catalog::create_category,
+        catalog::set_stock, catalog::categories, catalog::create_category, catalog::seller_products,
+        reviews::reviews, reviews::add_review,
         cart::cart, cart::add_item, cart::set_quantity, cart::remove_item, cart::checkout,
-        orders::list, orders::order, orders::cancel, orders::sales,
+        orders::list, orders::order, orders::cancel, orders::sales, live::order_events,
+        shipments::ship, shipments::deliver,
+        notifications::list, notifications::read,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Accounts and sessions"),
         (name = "me", description = "The caller's own profile and addresses"),
-        (name = "catalog", description = "Products, categories, search and stock"),
+        (name = "catalog", description = "Products, categories, search, stock and reviews"),
         (name = "cart", description = "The caller's cart and its checkout"),
         (name = "orders", description = "Orders: status, payment, shipment, timeline; cancellation"),
+        (name = "shipping", description = "A carrier's reports on shipments (an admin stands in for its webhook)"),
+        (name = "notifications", description = "The caller's own notifications: their orders' progress, a seller's new orders"),
         (name = "admin", description = "For admins"),
     )
 )]

@@ -7,6 +7,7 @@
 //!   `nats-server` binary exists, the shared server with unique names).
 //!
 //! - [`events`]: sample events for tests that only care about envelopes.
+//! - [`smtp`]: a tiny SMTP server that records the mail it is handed.
 //!
 //! Server URLs come from `DATABASE_URL`, `REDIS_URL`, `NATS_URL`; when one is
 //! unset and a Docker engine is reachable, a container is started for the test
@@ -17,10 +18,12 @@ pub mod events;
 mod nats;
 mod postgres;
 mod redis;
+pub mod smtp;
 
 pub use nats::{NatsServer, TestNats};
 pub use postgres::TestDatabase;
 pub use redis::TestRedis;
+pub use smtp::SmtpServer;
 
 /// A server a test needs could not be had.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,6 @@
-//! `/products`, `/categories` and `/products/{id}/stock`: the catalog is
-//! public to read; sellers sell, owners (and admins) change and stock what
-//! they sell, admins shape the category tree.
+//! `/products`, `/categories`, `/products/{id}/stock` and `/seller/products`:
+//! the catalog is public to read; sellers sell, owners (and admins) change
+//! and stock what they sell and list it, admins shape the category tree.
 
 use std::collections::HashMap;
 
@@ -37,6 +37,27 @@ pub async fn search(
 ) -> Result<axum::Json<ProductPage>, Problem> {
     let search = search_from(&params)?;
     Ok(axum::Json(api.call(None, &request_id, search).await?))
+}
+
+/// The caller's own products on sale, with their stock, newest first (sellers
+/// and admins); the filters and sorts of `/products` apply, `seller` aside.
+#[utoipa::path(get, path = "/api/v1/seller/products", tag = "catalog", security(("bearer" = [])), params(SearchProducts),
+    responses(
+        (status = 200, description = "One page; pass `next_cursor` as `cursor` for the next", body = ProductPage),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a seller or admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A parameter breaks a rule; `field` names it", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn seller_products(
+    State(api): State<ApiState>,
+    request_id: RequestId,
+    caller: Caller,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<axum::Json<ProductPage>, Problem> {
+    let principal = caller.require(SELLERS)?;
+    // Always the caller's own: a `seller` parameter cannot widen it.
+    let search = SearchProducts { seller: Some(principal.user_id), ..search_from(&params)? };
+    Ok(axum::Json(api.call(Some(principal), &request_id, search).await?))
 }
 
 /// Reads the query parameters one by one, so a bad one is named.

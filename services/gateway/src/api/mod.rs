@@ -4,8 +4,12 @@
 pub mod auth;
 pub mod cart;
 pub mod catalog;
+pub mod live;
 pub mod me;
+pub mod notifications;
 pub mod orders;
+pub mod reviews;
+pub mod shipments;
 
 use axum::Router;
 use axum::routing::{delete, get, patch, post, put};
@@ -20,6 +24,7 @@ use crate::problem::Problem;
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub services: ServiceCaller,
+    pub streams: live::Streams,
 }
 
 impl ApiState {
@@ -75,6 +80,7 @@ pub fn routes(state: ApiState) -> Router {
             get(catalog::product).patch(catalog::update_product).delete(catalog::delete_product),
         )
         .route("/api/v1/products/{id}/stock", put(catalog::set_stock))
+        .route("/api/v1/products/{id}/reviews", get(reviews::reviews).post(reviews::add_review))
         .route("/api/v1/categories", get(catalog::categories).post(catalog::create_category))
         .route("/api/v1/cart", get(cart::cart))
         .route("/api/v1/cart/items", post(cart::add_item))
@@ -83,6 +89,12 @@ pub fn routes(state: ApiState) -> Router {
         .route("/api/v1/orders", get(orders::list))
         .route("/api/v1/orders/{id}", get(orders::order))
         .route("/api/v1/orders/{id}/cancel", post(orders::cancel))
+        .route("/api/v1/orders/{id}/events", get(live::order_events))
         .route("/api/v1/seller/orders", get(orders::sales))
+        .route("/api/v1/notifications", get(notifications::list))
+        .route("/api/v1/notifications/{id}/read", post(notifications::read))
+        .route("/api/v1/seller/products", get(catalog::seller_products))
+        .route("/api/v1/shipments/{id}/ship", post(shipments::ship))
+        .route("/api/v1/shipments/{id}/deliver", post(shipments::deliver))
         .with_state(state)
 }

@@ -23,11 +23,14 @@ use emporium_schemas::commands::cart::GetCart;
 use emporium_schemas::commands::catalog::ListCategories;
 use emporium_schemas::commands::identity::GetKeys;
 use emporium_schemas::commands::inventory::GetStock;
+use emporium_schemas::commands::notification::ListNotifications;
 use emporium_schemas::commands::order::{GetOrder, ListOrders};
+use emporium_schemas::commands::shipping::ShipShipment;
 use emporium_schemas::values::OrderId;
 use emporium_schemas::values::ProductId;
+use emporium_schemas::values::ShipmentId;
 use emporium_schemas::{CommandEnvelope, EntityKey};
-use emporium_test_harness::{TestDatabase, TestNats, TestRedis};
+use emporium_test_harness::{SmtpServer, TestDatabase, TestNats, TestRedis};
 use reqwest::{Method, RequestBuilder, Response};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -38,11 +41,15 @@ pub const PASSWORD: &str = "correct horse battery";
 
 /// The checkout's services as a test sees them.
 pub struct Commerce {
-    /// Order's and payment's time (and the simulated provider's).
+    /// Order's, payment's and shipping's time (and the simulated provider's).
     pub clock: Arc<ManualClock>,
     pub simulator: Arc<Simulator>,
     pub order_db: TestDatabase,
     pub payment_db: TestDatabase,
+    pub shipping_db: TestDatabase,
+    pub notification_db: TestDatabase,
+    /// Where the notification service sends its emails.
+    pub smtp: SmtpServer,
 }
 
 pub struct Stack {
@@ -78,6 +85,8 @@ impl Stack {
             emporium_inventory::subscriptions(),
             emporium_order::subscriptions(),
             emporium_payment::subscriptions(),
+            emporium_shipping::subscriptions(),
+            emporium_notification::subscriptions(),
         ]
         .concat();
         provision(&async_nats::jetstream::new(nats.client().clone()), &Topology::new(1, subscriptions)).await.unwrap();
@@ -91,6 +100,8 @@ impl Stack {
         // Tests play several clients from one machine.
         gateway_settings.trust_forwarded_for = true;
         gateway_settings.jwks_refetch = Duration::ZERO;
+        // Idle live streams show their keep-alives within a test's patience.
+        gateway_settings.stream_keep_alive = Duration::from_millis(200);
         adjust(&mut identity_settings, &mut gateway_settings);
 
         let gateway_deps = GatewayDeps {
@@ -198,7 +209,7 @@ impl Stack {
     }
 
     /// A stack with every service of a checkout: catalog, inventory, order,
-    /// payment (against the simulated provider) and cart. Order and payment
+    /// payment (against the simulated provider), shipping and cart. Order and payment
     /// read the test's [`ManualClock`], so deadlines pass when the test says;
     /// `adjust` may change their settings first.
     pub async fn with_commerce(adjust: impl FnOnce(&mut OrderSettings, &mut PaymentSettings)) -> Self {
@@ -207,7 +218,7 @@ impl Stack {
         stack
     }
 
-    /// Starts order, payment and cart (catalog and inventory must run already).
+    /// Starts order, payment, shipping and cart (catalog and inventory must run already).
     pub async fn start_commerce(&mut self, adjust: impl FnOnce(&mut OrderSettings, &mut PaymentSettings)) {
         let stack = self;
         let clock = Arc::new(ManualClock::at(chrono::Utc::now()));
@@ -238,6 +249,32 @@ impl Stack {
             provider: simulator.clone(),
         };
         tokio::spawn(emporium_payment::run(payment_settings, payment, stack.commerce_stop.clone()));
+        // Shipping too, so every checkout test runs the whole after-sale flow.
+        let shipping_db = TestDatabase::create().await.unwrap();
+        let shipping = emporium_shipping::Dependencies {
+            pool: shipping_db.pool().clone(),
+            nats: stack.nats.client().clone(),
+            partitions: 1,
+            clock: shared.clone(),
+        };
+        let shipping_settings = emporium_shipping::ShippingSettings::from_source(|_| None).unwrap();
+        tokio::spawn(emporium_shipping::run(shipping_settings, shipping, stack.commerce_stop.clone()));
+        // Notification on its own (system) clock, emailing through a test SMTP server.
+        let (notification_db, smtp) = (TestDatabase::create().await.unwrap(), SmtpServer::start().await.unwrap());
+        let notification = emporium_notification::Dependencies {
+            pool: notification_db.pool().clone(),
+            nats: stack.nats.client().clone(),
+            partitions: 1,
+            clock: Arc::new(emporium_nats::SystemClock),
+        };
+        let smtp_url = smtp.url();
+        let notification_settings = emporium_notification::NotificationSettings::from_source(|name| match name {
+            "NOTIFICATION_EMAIL" => Some(smtp_url.clone()),
+            "NOTIFICATION_EMAIL_POLL_MS" => Some("50".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        tokio::spawn(emporium_notification::run(notification_settings, notification, stack.commerce_stop.clone()));
         let cart = emporium_cart::Dependencies {
             nats: stack.nats.client().clone(),
             redis: stack.redis.client().clone(),
@@ -264,7 +301,25 @@ impl Stack {
         })
         .await;
         assert!(up, "order or cart never answered");
-        stack.commerce = Some(Commerce { clock, simulator, order_db, payment_db });
+        let up = emporium_test_harness::eventually(Duration::from_secs(20), || {
+            let caller = caller.clone();
+            async move {
+                let ship = CommandEnvelope::new(None, None, ShipShipment { shipment_id: ShipmentId::new_v7() });
+                caller.call::<_, Value>(&ship, "probe").await.is_ok()
+            }
+        })
+        .await;
+        assert!(up, "shipping never answered");
+        let up = emporium_test_harness::eventually(Duration::from_secs(20), || {
+            let caller = caller.clone();
+            async move {
+                let list = CommandEnvelope::new(None, None, ListNotifications::default());
+                caller.call::<_, Value>(&list, "probe").await.is_ok()
+            }
+        })
+        .await;
+        assert!(up, "notification never answered");
+        stack.commerce = Some(Commerce { clock, simulator, order_db, payment_db, shipping_db, notification_db, smtp });
     }
 
     pub fn commerce(&self) -> &Commerce {
@@ -302,6 +357,11 @@ impl Stack {
         if let Some(identity) = self.identity.take() {
             identity.await.unwrap().unwrap();
         }
+    }
+
+    /// Shuts the gateway down (gracefully, as SIGTERM would).
+    pub fn stop_gateway(&self) {
+        self.gateway_stop.cancel();
     }
 
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {

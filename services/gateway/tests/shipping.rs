@@ -1,0 +1,204 @@
+//! After the sale, through the HTTP API with every service running: a
+//! confirmed order gets its shipment, the carrier (an admin standing in for
+//! its webhook) ships and delivers it, and the order, the stock and the
+//! customer's right to cancel follow.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::{Method, Response};
+use serde_json::{Value, json};
+use support::{Stack, problem};
+
+/// A stack with a seller who lists one product with 10 in stock, a customer and the admin.
+struct Shop {
+    stack: Stack,
+    seller: String,
+    customer: String,
+    admin: String,
+    product: String,
+}
+
+async fn shop() -> Shop {
+    let stack = Box::pin(Stack::with_commerce(|_, _| {})).await;
+    let seller = stack.access("seller").await;
+    let customer = stack.access("customer").await;
+    let admin = stack.admin().await;
+    let product = stack.product(&seller, "Oak bookshelf", 12_000).await["id"].as_str().unwrap().to_owned();
+    stack.stock(&seller, &product, 10).await;
+    Shop { stack, seller, customer, admin, product }
+}
+
+fn status(order: &Value) -> &str {
+    order["status"].as_str().unwrap()
+}
+
+fn shipment_status(order: &Value) -> Option<&str> {
+    order["shipment"]["status"].as_str()
+}
+
+fn timeline(order: &Value) -> Vec<&str> {
+    order["timeline"].as_array().unwrap().iter().map(|entry| entry["status"].as_str().unwrap()).collect()
+}
+
+impl Shop {
+    /// Checks out `quantity` paying with tok_visa and waits until the order
+    /// is confirmed with its shipment created: (order id, shipment id).
+    async fn confirmed_order(&self, quantity: u32) -> (String, String) {
+        let body = json!({ "product_id": self.product, "quantity": quantity });
+        let response = self.stack.send_as(&self.customer, Method::POST, "/api/v1/cart/items", &body).await;
+        assert_eq!(response.status(), 200, "adding to the cart");
+        let address = json!({ "name": "Ada Lovelace", "line1": "12 St James's Square", "city": "London",
+                               "postal_code": "SW1Y 4JH", "country": "GB" });
+        let response = self
+            .stack
+            .request(Method::POST, "/api/v1/cart/checkout")
+            .bearer_auth(&self.customer)
+            .header("idempotency-key", format!("checkout-{}", uuid::Uuid::now_v7()))
+            .json(&json!({ "shipping_address": address, "payment_method": "tok_visa" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "checkout");
+        let order_id = response.json::<Value>().await.unwrap()["order_id"].as_str().unwrap().to_owned();
+        let order = self.order_when(&order_id, "given its shipment", |o| shipment_status(o) == Some("created")).await;
+        assert_eq!(status(&order), "confirmed");
+        let shipment = order["shipment"]["id"].as_str().unwrap().to_owned();
+        (order_id, shipment)
+    }
+
+    async fn order(&self, id: &str) -> Value {
+        let response = self.stack.get_as(&self.customer, &format!("/api/v1/orders/{id}")).await;
+        assert_eq!(response.status(), 200, "reading order {id}");
+        response.json().await.unwrap()
+    }
+
+    /// The order once `reached` holds, polling until it does (20 s at most).
+    async fn order_when(&self, id: &str, what: &str, reached: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let order = self.order(id).await;
+            if reached(&order) {
+                return order;
+            }
+            assert!(std::time::Instant::now() < deadline, "order never {what}: {order:#}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the product shows `on_hand` and `reserved`.
+    async fn stock_becomes(&self, on_hand: u64, reserved: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let path = format!("/api/v1/products/{}", self.product);
+            let product: Value = self.stack.request(Method::GET, &path).send().await.unwrap().json().await.unwrap();
+            let stock = &product["stock"];
+            if stock["on_hand"] == on_hand && stock["reserved"] == reserved {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "stock never became {on_hand}/{reserved}: {stock}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn report(&self, token: &str, shipment: &str, step: &str) -> Response {
+        self.stack.send_as(token, Method::POST, &format!("/api/v1/shipments/{shipment}/{step}"), &json!({})).await
+    }
+
+    async fn cancel(&self, order: &str) -> Response {
+        self.stack.send_as(&self.customer, Method::POST, &format!("/api/v1/orders/{order}/cancel"), &json!({})).await
+    }
+
+    /// How many `type_name` events shipping wrote to its outbox.
+    async fn announced(&self, type_name: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE type_name = $1")
+            .bind(type_name)
+            .fetch_one(self.stack.commerce().shipping_db.pool())
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_confirmed_order_is_shipped_and_delivered_and_its_stock_leaves_the_warehouse() {
+    let shop = shop().await;
+    let (order_id, shipment) = shop.confirmed_order(2).await;
+    shop.stock_becomes(10, 2).await;
+
+    let response = shop.report(&shop.admin, &shipment, "ship").await;
+    assert_eq!(response.status(), 200);
+    let shipped: Value = response.json().await.unwrap();
+    assert_eq!((shipped["id"].as_str(), shipped["order_id"].as_str()), (Some(&*shipment), Some(&*order_id)));
+    assert_eq!(shipped["status"], "shipped");
+    assert_eq!(shipped["carrier"], "Emporium Post");
+    let tracking = shipped["tracking_number"].as_str().unwrap();
+    assert!(tracking.len() == 13 && tracking.starts_with("EP") && tracking.ends_with("ZZ"), "{tracking}");
+    assert!(shipped["created_at"].is_string() && shipped["shipped_at"].is_string(), "{shipped}");
+    assert!(shipped.get("delivered_at").is_none() && shipped.get("cancelled_at").is_none(), "{shipped}");
+
+    let order = shop.order_when(&order_id, "shipped", |o| status(o) == "shipped").await;
+    assert_eq!(shipment_status(&order), Some("shipped"));
+    // The reservation became a deduction: both fall by the quantity.
+    shop.stock_becomes(8, 0).await;
+    problem(shop.cancel(&order_id).await, 409).await;
+
+    // The carrier's webhook retries: the same answer, and nothing announced twice.
+    let again = shop.report(&shop.admin, &shipment, "ship").await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.json::<Value>().await.unwrap(), shipped);
+    assert_eq!(shop.announced("shipping.shipped").await, 1);
+
+    let response = shop.report(&shop.admin, &shipment, "deliver").await;
+    assert_eq!(response.status(), 200);
+    let delivered: Value = response.json().await.unwrap();
+    assert_eq!(delivered["status"], "delivered");
+    assert_eq!(delivered["shipped_at"], shipped["shipped_at"]);
+    assert!(delivered["delivered_at"].is_string(), "{delivered}");
+    let order = shop.order_when(&order_id, "delivered", |o| status(o) == "delivered").await;
+    assert_eq!(timeline(&order), ["pending", "reserved", "confirmed", "shipped", "delivered"]);
+    assert_eq!(shipment_status(&order), Some("delivered"));
+    assert_eq!(shop.report(&shop.admin, &shipment, "deliver").await.status(), 200);
+    assert_eq!(shop.announced("shipping.delivered").await, 1);
+    problem(shop.report(&shop.admin, &shipment, "ship").await, 409).await;
+    shop.stock_becomes(8, 0).await;
+}
+
+#[tokio::test]
+async fn only_the_carrier_moves_a_shipment_and_only_forward() {
+    let shop = shop().await;
+    let (order_id, shipment) = shop.confirmed_order(1).await;
+
+    problem(shop.report(&shop.admin, &shipment, "deliver").await, 409).await;
+    problem(shop.report(&shop.customer, &shipment, "ship").await, 403).await;
+    problem(shop.report(&shop.seller, &shipment, "ship").await, 403).await;
+    let anonymous = shop.stack.request(Method::POST, &format!("/api/v1/shipments/{shipment}/ship")).send().await;
+    problem(anonymous.unwrap(), 401).await;
+    problem(shop.report(&shop.admin, &uuid::Uuid::now_v7().to_string(), "ship").await, 404).await;
+    problem(shop.report(&shop.admin, "not-a-shipment", "ship").await, 400).await;
+
+    // None of those moved anything.
+    let order = shop.order(&order_id).await;
+    assert_eq!((status(&order), shipment_status(&order)), ("confirmed", Some("created")));
+    assert_eq!(shop.announced("shipping.shipped").await + shop.announced("shipping.delivered").await, 0);
+}
+
+#[tokio::test]
+async fn a_cancelled_order_cancels_its_shipment_which_then_cannot_ship() {
+    let shop = shop().await;
+    let (order_id, shipment) = shop.confirmed_order(3).await;
+    shop.stock_becomes(10, 3).await;
+
+    assert_eq!(shop.cancel(&order_id).await.status(), 200);
+    let order =
+        shop.order_when(&order_id, "showing its shipment cancelled", |o| shipment_status(o) == Some("cancelled")).await;
+    assert_eq!(status(&order), "cancelled");
+    assert_eq!(order["shipment"]["id"], shipment.as_str());
+
+    problem(shop.report(&shop.admin, &shipment, "ship").await, 409).await;
+    problem(shop.report(&shop.admin, &shipment, "deliver").await, 409).await;
+    assert_eq!(shop.announced("shipping.cancelled").await, 1);
+    shop.stock_becomes(10, 0).await;
+}

@@ -1,0 +1,296 @@
+//! Notification's Postgres tables: users (addresses), orders (their
+//! customers), notifications and the email queue. Runtime queries.
+
+use chrono::{DateTime, Utc};
+use emporium_schemas::MessageId;
+use emporium_schemas::commands::notification::NotificationView;
+use emporium_schemas::values::{NotificationId, OrderId, UserId};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use crate::domain::{self, Draft};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("a stored value is not valid: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Runs notification's migrations and the messaging tables' (inbox, outbox).
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    sqlx::migrate!("./migrations").run(pool).await?;
+    emporium_nats::outbox::migrate(pool).await
+}
+
+/// Learns (or relearns) where a user is written to.
+pub async fn upsert_user(
+    tx: &mut PgConnection,
+    user: UserId,
+    email: &str,
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO users (user_id, email, name, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (user_id) DO UPDATE SET email = $2, name = $3, updated_at = $4",
+    )
+    .bind(user.as_uuid())
+    .bind(email)
+    .bind(name)
+    .bind(now)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Remembers an order's customer (an order has one for life).
+pub async fn remember_order(
+    tx: &mut PgConnection,
+    order: OrderId,
+    customer: UserId,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO orders (order_id, customer_id, created_at) VALUES ($1, $2, $3) ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(order.as_uuid())
+    .bind(customer.as_uuid())
+    .bind(now)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn customer_of(tx: &mut PgConnection, order: OrderId) -> Result<Option<UserId>, StoreError> {
+    let customer: Option<Uuid> = sqlx::query_scalar("SELECT customer_id FROM orders WHERE order_id = $1")
+        .bind(order.as_uuid())
+        .fetch_optional(tx)
+        .await?;
+    Ok(customer.map(UserId::from_uuid))
+}
+
+/// Creates the drafts of `event`, and queues the emails of those that send
+/// one, in the caller's transaction. A recipient who already has a
+/// notification of `event` gets nothing new (the unique key). Returns how
+/// many notifications and emails were new.
+pub async fn create(
+    tx: &mut PgConnection,
+    event: MessageId,
+    drafts: &[Draft],
+    now: DateTime<Utc>,
+) -> Result<(usize, usize), StoreError> {
+    let mut created = 0;
+    let mut emails = 0;
+    for draft in drafts {
+        let id = NotificationId::new_v7();
+        let inserted = sqlx::query(
+            "INSERT INTO notifications (id, event_id, user_id, kind, title, body, order_id, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT ON CONSTRAINT notifications_event_recipient DO NOTHING",
+        )
+        .bind(id.as_uuid())
+        .bind(event.as_uuid())
+        .bind(draft.recipient.as_uuid())
+        .bind(domain::kind_name(draft.kind))
+        .bind(&draft.title)
+        .bind(&draft.body)
+        .bind(draft.order.map(|o| *o.as_uuid()))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            continue;
+        }
+        created += 1;
+        if draft.email {
+            sqlx::query(
+                "INSERT INTO emails (id, notification_id, user_id, subject, body, queued_at, next_attempt_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6)",
+            )
+            .bind(Uuid::now_v7())
+            .bind(id.as_uuid())
+            .bind(draft.recipient.as_uuid())
+            .bind(&draft.title)
+            .bind(&draft.body)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            emails += 1;
+        }
+    }
+    Ok((created, emails))
+}
+
+/// Where a page starts: after the notification with this time and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: DateTime<Utc>,
+    pub id: NotificationId,
+}
+
+impl Cursor {
+    pub fn after(view: &NotificationView) -> Self {
+        Self { created_at: view.created_at, id: view.id }
+    }
+
+    /// `<microseconds since the epoch>_<id>`: Postgres keeps microseconds.
+    pub fn encode(&self) -> String {
+        format!("{}_{}", self.created_at.timestamp_micros(), self.id)
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (micros, id) = text.split_once('_')?;
+        let created_at = DateTime::<Utc>::from_timestamp_micros(micros.parse().ok()?)?;
+        Some(Self { created_at, id: NotificationId::from_uuid(id.parse().ok()?) })
+    }
+}
+
+fn view(row: &PgRow) -> Result<NotificationView, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    Ok(NotificationView {
+        id: NotificationId::from_uuid(row.try_get("id")?),
+        kind: domain::parse_kind(&kind).ok_or_else(|| StoreError::Corrupt(format!("notification kind {kind}")))?,
+        title: row.try_get("title")?,
+        body: row.try_get("body")?,
+        order_id: row.try_get::<Option<Uuid>, _>("order_id")?.map(OrderId::from_uuid),
+        created_at: row.try_get("created_at")?,
+        read_at: row.try_get("read_at")?,
+    })
+}
+
+/// Up to `limit` of `user`'s notifications, newest first, after `cursor`.
+pub async fn list(
+    pool: &PgPool,
+    user: UserId,
+    unread_only: bool,
+    cursor: Option<Cursor>,
+    limit: u32,
+) -> Result<Vec<NotificationView>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, kind, title, body, order_id, created_at, read_at FROM notifications
+         WHERE user_id = $1
+           AND (NOT $2 OR read_at IS NULL)
+           AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
+         ORDER BY created_at DESC, id DESC
+         LIMIT $5",
+    )
+    .bind(user.as_uuid())
+    .bind(unread_only)
+    .bind(cursor.map(|c| c.created_at))
+    .bind(cursor.map(|c| *c.id.as_uuid()))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(view).collect()
+}
+
+pub async fn unread(pool: &PgPool, user: UserId) -> Result<u64, StoreError> {
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL")
+        .bind(user.as_uuid())
+        .fetch_one(pool)
+        .await?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
+/// Marks `user`'s notification `id` read (the first time only); `None` if
+/// there is no such notification of theirs.
+pub async fn mark_read(
+    pool: &PgPool,
+    id: NotificationId,
+    user: UserId,
+    now: DateTime<Utc>,
+) -> Result<Option<NotificationView>, StoreError> {
+    let row = sqlx::query(
+        "UPDATE notifications SET read_at = coalesce(read_at, $3) WHERE id = $1 AND user_id = $2
+         RETURNING id, kind, title, body, order_id, created_at, read_at",
+    )
+    .bind(id.as_uuid())
+    .bind(user.as_uuid())
+    .bind(now)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(view).transpose()
+}
+
+/// An email due for sending, locked by its claimer.
+#[derive(Debug, Clone)]
+pub struct DueEmail {
+    pub id: Uuid,
+    pub subject: String,
+    pub body: String,
+    pub address: String,
+    pub name: String,
+    pub attempts: u32,
+}
+
+/// Claims the next due email whose recipient's address is known, locking
+/// its row for the rest of `tx` (others skip it). Emails of recipients
+/// with no known address are not due: they wait for the address.
+pub async fn claim_due(tx: &mut PgConnection, now: DateTime<Utc>) -> Result<Option<DueEmail>, StoreError> {
+    let row = sqlx::query(
+        "SELECT e.id, e.subject, e.body, e.attempts, u.email, u.name
+         FROM emails e JOIN users u ON u.user_id = e.user_id
+         WHERE e.sent_at IS NULL AND e.next_attempt_at <= $1
+         ORDER BY e.next_attempt_at, e.id
+         LIMIT 1
+         FOR UPDATE OF e SKIP LOCKED",
+    )
+    .bind(now)
+    .fetch_optional(tx)
+    .await?;
+    row.map(|row| {
+        Ok(DueEmail {
+            id: row.try_get("id")?,
+            subject: row.try_get("subject")?,
+            body: row.try_get("body")?,
+            address: row.try_get("email")?,
+            name: row.try_get("name")?,
+            attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(0),
+        })
+    })
+    .transpose()
+}
+
+pub async fn mark_sent(tx: &mut PgConnection, id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError> {
+    sqlx::query("UPDATE emails SET sent_at = $2, attempts = attempts + 1, last_attempt_at = $2 WHERE id = $1")
+        .bind(id)
+        .bind(now)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Records a failed attempt: counted, its error kept, the next one due at `retry_at`.
+pub async fn mark_failed(
+    tx: &mut PgConnection,
+    id: Uuid,
+    error: &str,
+    now: DateTime<Utc>,
+    retry_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE emails SET attempts = attempts + 1, last_attempt_at = $2, last_error = $3, next_attempt_at = $4
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(now)
+    .bind(error)
+    .bind(retry_at)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Unsent emails whose recipient has no known address yet: they wait.
+pub async fn awaiting_address(pool: &PgPool) -> Result<u64, StoreError> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM emails e WHERE e.sent_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = e.user_id)",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
