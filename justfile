@@ -89,6 +89,8 @@ test: servers
 # Benchmarks (release build); each figure is printed as `bench: <name> = <value> <unit>`.
 bench: servers
     cargo bench --workspace --quiet 2>/dev/null | grep '^bench:' || { echo "benchmarks failed" >&2; exit 1; }
+    # The same checkouts, followed the way a customer does: on the order's live stream.
+    BENCH_FOLLOW=sse cargo bench -p emporium-gateway --bench checkout --quiet 2>/dev/null | grep '^bench: checkout_to' || { echo "benchmarks failed" >&2; exit 1; }
 
 # Format the code.
 fmt:

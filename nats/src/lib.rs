@@ -15,6 +15,8 @@
 //! - [`dedup`]: the `dedup` bucket for side-effect-only handlers.
 //! - [`rpc`]: request/reply for queue-group commands: the caller and the server.
 //! - [`clock`]: injected wall-clock time.
+//! - [`runtime`]: what every event-driven service starts and stops the same
+//!   way: its relay, consumers and tasks, and the request loop, in order.
 
 pub mod buckets;
 pub mod clock;
@@ -27,6 +29,7 @@ pub mod outbox;
 pub mod provision;
 pub mod publisher;
 pub mod rpc;
+pub mod runtime;
 pub mod topology;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
@@ -38,4 +41,5 @@ pub use outbox::{OutboxRelay, OutboxSignal, RelayConfig};
 pub use provision::{ProvisionError, provision};
 pub use publisher::{OutgoingEvent, Publisher};
 pub use rpc::{CallError, Caller, Routes, ServeConfig};
+pub use runtime::{ServiceError, ServiceRuntime};
 pub use topology::{Bucket, Subscription, Topology};

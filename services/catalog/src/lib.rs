@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use emporium_actors::{GroupCommit, WriterConfig};
-use emporium_nats::{LoopConfig, OutboxRelay, OutboxSignal, ServeConfig, SharedClock, Subscription, SystemClock};
+use emporium_nats::{OutboxSignal, ServiceRuntime, SharedClock, Subscription, SystemClock};
 use emporium_platform::settings::{SettingsError, typed};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -73,16 +73,8 @@ impl CatalogSettings {
     }
 }
 
-/// Why the service could not start or stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum CatalogError {
-    #[error("migrating the catalog database: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error(transparent)]
-    Locks(#[from] emporium_nats::LeaseError),
-    #[error("subscribing: {0}")]
-    Subscribe(#[from] async_nats::SubscribeError),
-}
+/// Why the service could not start.
+pub type CatalogError = emporium_nats::ServiceError;
 
 /// What the service runs on; the host (or a test) opens these.
 #[derive(Debug, Clone)]
@@ -99,60 +91,27 @@ pub async fn run(settings: CatalogSettings, deps: Dependencies, stop: Cancellati
     let clock: SharedClock = Arc::new(SystemClock);
     let outbox = OutboxSignal::default();
     let cache = Arc::new(ProductCache::new(settings.cache_capacity, settings.cache_ttl));
-    let jetstream = async_nats::jetstream::new(deps.nats.clone());
-    let (_, relay) = OutboxRelay::for_service(
-        SERVICE,
-        deps.pool.clone(),
-        jetstream.clone(),
-        deps.partitions,
-        clock.clone(),
-        outbox.clone(),
-    )
-    .await?;
-    let relay = tokio::spawn(relay.run(stop.child_token()));
-    let listener =
-        tokio::spawn(projection::invalidate_on_changes(deps.nats.clone(), cache.clone(), stop.child_token()));
+    let (mut runtime, _) =
+        ServiceRuntime::start(SERVICE, &deps.pool, &deps.nats, deps.partitions, &clock, &outbox, stop).await?;
     let (writer, writer_task) = GroupCommit::start(deps.pool.clone(), outbox.clone(), WriterConfig::default());
-    let projection = Arc::new(StockProjection { writer, cache: cache.clone(), nats: deps.nats.clone() });
-    let stock = tokio::spawn(emporium_nats::consume_subscription(
-        jetstream.clone(),
-        STOCK,
-        deps.partitions,
-        projection,
-        LoopConfig::default(),
-        stop.child_token(),
-    ));
-    let purchases = tokio::spawn(emporium_nats::consume_subscription(
-        jetstream.clone(),
-        ORDERS,
-        deps.partitions,
-        Arc::new(DeliveredOrders { pool: deps.pool.clone() }),
-        LoopConfig::default(),
-        stop.child_token(),
-    ));
+
+    runtime.consume(STOCK, StockProjection { writer, cache: cache.clone(), nats: deps.nats.clone() });
+    runtime.consume(ORDERS, DeliveredOrders { pool: deps.pool.clone() });
+    let (nats, invalidated) = (deps.nats.clone(), cache.clone());
+    runtime.spawn("cache invalidation", |stop| async move {
+        if let Err(error) = projection::invalidate_on_changes(nats, invalidated, stop).await {
+            tracing::error!(%error, "cache invalidation stopped");
+        }
+    });
+    // The writer commits what is queued once the stock projection, its only
+    // user, has stopped; those commits' events are then relayed.
+    runtime.on_drain(async move {
+        if let Err(error) = writer_task.await {
+            tracing::error!(%error, "the group-commit writer failed");
+        }
+    });
     tracing::info!("catalog ready");
 
-    let catalog = Catalog { pool: deps.pool.clone(), cache, outbox, clock };
-    let serve_config = ServeConfig { max_in_flight: settings.max_in_flight, ..ServeConfig::default() };
-    let served =
-        emporium_nats::rpc::serve(deps.nats.clone(), SERVICE, handlers::routes(catalog), serve_config, stop.clone())
-            .await;
-    stop.cancel();
-    let tasks = [
-        (relay, "outbox relay"),
-        (stock, "stock projection"),
-        (purchases, "verified purchases"),
-        (writer_task, "group commit"),
-    ];
-    for (task, name) in tasks {
-        if let Err(error) = task.await {
-            tracing::error!(%error, task = name, "task failed");
-        }
-    }
-    match listener.await {
-        Ok(Err(error)) => tracing::error!(%error, "cache invalidation stopped"),
-        Err(error) => tracing::error!(%error, "cache invalidation failed"),
-        Ok(Ok(())) => {}
-    }
-    Ok(served?)
+    let catalog = Catalog { pool: deps.pool, cache, outbox, clock };
+    runtime.serve(handlers::routes(catalog), settings.max_in_flight).await
 }

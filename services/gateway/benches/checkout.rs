@@ -3,7 +3,9 @@
 //! call) and cart in this process; Postgres, NATS and Redis real. Each client
 //! is its own customer and loops: add a product to the cart, check out
 //! (`POST /cart/checkout`), wait until the order is confirmed (its
-//! `order.confirmed` event, heard on NATS), again.
+//! `order.confirmed` event, heard on NATS; with `BENCH_FOLLOW=sse`, as the
+//! customer would, on the order's live stream `GET /orders/{id}/events`),
+//! again. Shipping and notification run too, as after every sale.
 //!
 //! Prints `bench: <name> = <value> <unit>` lines for `just bench`: confirmed
 //! checkouts per second; p50/p95/p99 from the checkout request to the order
@@ -11,7 +13,8 @@
 //! over the services' databases, read-only statements included) and WAL
 //! flushes per checkout (`pg_stat_wal.wal_sync`, the durable writes).
 //! Knobs: `BENCH_SECS` (default 10), `BENCH_CHECKOUT_CLIENTS` (64),
-//! `BENCH_PROVIDER_LATENCY_MS` (20), `BENCH_CHECKOUT_PRODUCTS` (64).
+//! `BENCH_PROVIDER_LATENCY_MS` (20), `BENCH_CHECKOUT_PRODUCTS` (64),
+//! `BENCH_FOLLOW` (`nats` or `sse`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
 
@@ -80,6 +83,8 @@ async fn commits(stack: &Stack) -> (i64, i64) {
         stack.inventory_db.as_ref().unwrap().pool(),
         commerce.order_db.pool(),
         commerce.payment_db.pool(),
+        commerce.shipping_db.pool(),
+        commerce.notification_db.pool(),
     ];
     let mut total = 0;
     for pool in pools {
@@ -97,12 +102,31 @@ async fn commits(stack: &Stack) -> (i64, i64) {
     (total, wal)
 }
 
+/// When the order's live stream first shows it confirmed (the snapshot or a change).
+async fn confirmed_on_stream(stack: &Stack, customer: &str, order: &str) -> Instant {
+    let mut stream = stack.get_as(customer, &format!("/api/v1/orders/{order}/events")).await;
+    assert_eq!(stream.status(), 200, "following the order");
+    let mut seen = String::new();
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("order {order} never confirmed on its stream"))
+            .unwrap()
+            .expect("the stream ended before the order was confirmed");
+        seen.push_str(std::str::from_utf8(&chunk).unwrap());
+        if seen.contains(r#""status":"confirmed""#) {
+            return Instant::now();
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let secs = knob("BENCH_SECS", 10);
     let clients = knob("BENCH_CHECKOUT_CLIENTS", 64);
     let latency_ms = knob("BENCH_PROVIDER_LATENCY_MS", 20);
     let product_count = knob("BENCH_CHECKOUT_PRODUCTS", 64);
+    let over_sse = std::env::var("BENCH_FOLLOW").is_ok_and(|follow| follow == "sse");
 
     let mut stack = Stack::with(|_, gateway| {
         gateway.rate_limits.per_ip = u64::MAX / 4;
@@ -172,7 +196,12 @@ async fn main() {
                     .unwrap();
                 assert_eq!(response.status(), 202, "checkout");
                 let accepted: Value = response.json().await.unwrap();
-                let confirmed = confirmations.confirmed(accepted["order_id"].as_str().unwrap()).await;
+                let order = accepted["order_id"].as_str().unwrap();
+                let confirmed = if over_sse {
+                    confirmed_on_stream(&stack, &customer, order).await
+                } else {
+                    confirmations.confirmed(order).await
+                };
                 latencies.push(confirmed.saturating_duration_since(at));
             }
             latencies
@@ -195,8 +224,9 @@ async fn main() {
         "bench: checkouts_confirmed_per_sec ({clients} customers, provider latency {latency_ms} ms) = {:.0} checkouts/s",
         checkouts as f64 / elapsed
     );
+    let heard = if over_sse { "over SSE" } else { "on NATS" };
     println!(
-        "bench: checkout_to_confirmed ({clients} customers) = p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
+        "bench: checkout_to_confirmed ({clients} customers, heard {heard}) = p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
         ms(at(0.50)),
         ms(at(0.95)),
         ms(at(0.99))

@@ -12,92 +12,16 @@ use std::time::Duration;
 
 use emporium_payment::domain::Operation;
 use emporium_payment::provider::RecordState;
-use reqwest::{Method, Response};
+use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Stack, problem};
-
-/// A stack with a seller who lists one product with `on_hand` in stock, and a customer.
-struct Shop {
-    stack: Stack,
-    seller: String,
-    customer: String,
-    product: String,
-}
+use support::problem;
+use support::shop::{Shop, address};
 
 async fn shop(on_hand: u32) -> Shop {
-    shop_with(on_hand, |_, _| {}).await
-}
-
-async fn shop_with(
-    on_hand: u32,
-    adjust: impl FnOnce(&mut emporium_order::OrderSettings, &mut emporium_payment::PaymentSettings),
-) -> Shop {
-    let stack = Box::pin(Stack::with_commerce(adjust)).await;
-    let seller = stack.access("seller").await;
-    let customer = stack.access("customer").await;
-    let product = stack.product(&seller, "Walnut desk lamp", 2_500).await["id"].as_str().unwrap().to_owned();
-    stack.stock(&seller, &product, on_hand).await;
-    Shop { stack, seller, customer, product }
-}
-
-fn address() -> Value {
-    json!({ "name": "Ada Lovelace", "line1": "12 St James's Square", "city": "London", "postal_code": "SW1Y 4JH", "country": "GB" })
+    Shop::open(on_hand).await
 }
 
 impl Shop {
-    async fn add(&self, quantity: u32) -> Value {
-        let body = json!({ "product_id": self.product, "quantity": quantity });
-        let response = self.stack.send_as(&self.customer, Method::POST, "/api/v1/cart/items", &body).await;
-        assert_eq!(response.status(), 200, "adding to the cart");
-        response.json().await.unwrap()
-    }
-
-    async fn checkout_with(&self, key: &str, method: &str) -> Response {
-        self.stack
-            .request(Method::POST, "/api/v1/cart/checkout")
-            .bearer_auth(&self.customer)
-            .header("idempotency-key", key)
-            .json(&json!({ "shipping_address": address(), "payment_method": method }))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// Fills the cart with `quantity` and checks out paying with `method`: the order id.
-    async fn buy(&self, quantity: u32, method: &str) -> String {
-        self.add(quantity).await;
-        let response = self.checkout_with(&format!("checkout-{}", uuid::Uuid::now_v7()), method).await;
-        assert_eq!(response.status(), 202, "checkout");
-        let accepted: Value = response.json().await.unwrap();
-        accepted["order_id"].as_str().unwrap().to_owned()
-    }
-
-    async fn order(&self, id: &str) -> Value {
-        let response = self.stack.get_as(&self.customer, &format!("/api/v1/orders/{id}")).await;
-        assert_eq!(response.status(), 200, "reading order {id}");
-        response.json().await.unwrap()
-    }
-
-    /// The order once `reached` holds, polling until it does (20 s at most).
-    async fn order_when(&self, id: &str, what: &str, reached: impl Fn(&Value) -> bool) -> Value {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let order = self.order(id).await;
-            if reached(&order) {
-                return order;
-            }
-            assert!(std::time::Instant::now() < deadline, "order never {what}: {order:#}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn stock(&self) -> Value {
-        let response =
-            self.stack.request(Method::GET, &format!("/api/v1/products/{}", self.product)).send().await.unwrap();
-        let product: Value = response.json().await.unwrap();
-        product["stock"].clone()
-    }
-
     /// Waits until the product shows `reserved` units held.
     async fn reserved_becomes(&self, reserved: u64) {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);

@@ -12,28 +12,12 @@ use std::time::Duration;
 
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
+use support::shop::Shop;
 use support::{Stack, problem};
 use uuid::Uuid;
 
-/// A stack with a seller's product in stock and the admin who plays the carrier.
-struct Shop {
-    stack: Stack,
-    seller: String,
-    admin: String,
-    product: String,
-}
-
 async fn shop() -> Shop {
-    let stack = Box::pin(Stack::with_commerce(|_, _| {})).await;
-    let seller = stack.access("seller").await;
-    let admin = stack.admin().await;
-    let product = stack.product(&seller, "Walnut desk lamp", 2_500).await["id"].as_str().unwrap().to_owned();
-    stack.stock(&seller, &product, 20).await;
-    Shop { stack, seller, admin, product }
-}
-
-fn address() -> Value {
-    json!({ "name": "Ada Lovelace", "line1": "12 St James's Square", "city": "London", "postal_code": "SW1Y 4JH", "country": "GB" })
+    Shop::open(20).await
 }
 
 fn review(rating: u8, title: &str) -> Value {
@@ -41,54 +25,10 @@ fn review(rating: u8, title: &str) -> Value {
 }
 
 impl Shop {
-    /// `customer` buys one of the product: the order id, once it is confirmed.
-    async fn buy(&self, customer: &str) -> String {
-        let item = json!({ "product_id": self.product, "quantity": 1 });
-        assert_eq!(self.stack.send_as(customer, Method::POST, "/api/v1/cart/items", &item).await.status(), 200);
-        let response = self
-            .stack
-            .request(Method::POST, "/api/v1/cart/checkout")
-            .bearer_auth(customer)
-            .header("idempotency-key", format!("checkout-{}", Uuid::now_v7()))
-            .json(&json!({ "shipping_address": address(), "payment_method": "tok_visa" }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202, "checkout");
-        let order = response.json::<Value>().await.unwrap()["order_id"].as_str().unwrap().to_owned();
-        self.order_when(customer, &order, "confirmed with a shipment", |o| {
-            o["status"] == "confirmed" && o["shipment"]["id"].is_string()
-        })
-        .await;
-        order
-    }
-
-    /// The order once `reached` holds, polling until it does (20 s at most).
-    async fn order_when(&self, customer: &str, id: &str, what: &str, reached: impl Fn(&Value) -> bool) -> Value {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let response = self.stack.get_as(customer, &format!("/api/v1/orders/{id}")).await;
-            assert_eq!(response.status(), 200, "reading order {id}");
-            let order: Value = response.json().await.unwrap();
-            if reached(&order) {
-                return order;
-            }
-            assert!(std::time::Instant::now() < deadline, "order never {what}: {order:#}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The carrier ships and delivers `customer`'s order; returns once the
-    /// catalog has heard of the delivery (its verified purchase is recorded).
-    async fn deliver(&self, customer: &str, order: &str) {
-        let placed = self.order_when(customer, order, "given a shipment", |o| o["shipment"]["id"].is_string()).await;
-        let shipment = placed["shipment"]["id"].as_str().unwrap();
-        for step in ["ship", "deliver"] {
-            let path = format!("/api/v1/shipments/{shipment}/{step}");
-            let response = self.stack.request(Method::POST, &path).bearer_auth(&self.admin).send().await.unwrap();
-            assert_eq!(response.status(), 200, "{step}");
-        }
-        self.order_when(customer, order, "delivered", |o| o["status"] == "delivered").await;
+    /// `customer`'s confirmed `order` is shipped and delivered; returns once
+    /// the catalog has heard of the delivery (its verified purchase is recorded).
+    async fn delivered(&self, customer: &str, order: &str) {
+        self.deliver_as(customer, order).await;
         let catalog = self.stack.catalog_db.as_ref().unwrap().pool().clone();
         let order_id = Uuid::parse_str(order).unwrap();
         let learned = emporium_test_harness::eventually(Duration::from_secs(20), || {
@@ -109,8 +49,8 @@ impl Shop {
     /// A new customer with a delivered order of the product.
     async fn buyer(&self) -> String {
         let customer = self.stack.access("customer").await;
-        let order = self.buy(&customer).await;
-        self.deliver(&customer, &order).await;
+        let order = self.buy_as(&customer, 1, "tok_visa").await;
+        self.delivered(&customer, &order).await;
         customer
     }
 
@@ -164,7 +104,8 @@ async fn only_a_customer_with_a_delivered_order_reviews_the_product_and_only_onc
     let refused = problem(shop.post_review(&stranger, &review(1, "Never got one")).await, 403).await;
     assert!(refused["detail"].as_str().unwrap().contains("delivered order"), "{refused}");
     let waiting = shop.stack.access("customer").await;
-    shop.buy(&waiting).await;
+    let confirmed = shop.buy_as(&waiting, 1, "tok_visa").await;
+    shop.shipment_as(&waiting, &confirmed).await;
     problem(shop.post_review(&waiting, &review(2, "Still waiting")).await, 403).await;
     let own = problem(shop.post_review(&shop.seller, &review(5, "Best lamp ever")).await, 403).await;
     assert!(own["detail"].as_str().unwrap().contains("own products"), "{own}");

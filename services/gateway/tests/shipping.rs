@@ -11,25 +11,27 @@ use std::time::Duration;
 
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
-use support::{Stack, problem};
+use support::problem;
+use support::shop::{Shop, timeline};
 
-/// A stack with a seller who lists one product with 10 in stock, a customer and the admin.
-struct Shop {
-    stack: Stack,
-    seller: String,
-    customer: String,
+/// A shop with 10 in stock and the admin, who stands in for the carrier.
+struct Carrier {
+    shop: Shop,
     admin: String,
-    product: String,
 }
 
-async fn shop() -> Shop {
-    let stack = Box::pin(Stack::with_commerce(|_, _| {})).await;
-    let seller = stack.access("seller").await;
-    let customer = stack.access("customer").await;
-    let admin = stack.admin().await;
-    let product = stack.product(&seller, "Oak bookshelf", 12_000).await["id"].as_str().unwrap().to_owned();
-    stack.stock(&seller, &product, 10).await;
-    Shop { stack, seller, customer, admin, product }
+async fn shop() -> Carrier {
+    let shop = Shop::open(10).await;
+    let admin = shop.stack.admin().await;
+    Carrier { shop, admin }
+}
+
+impl std::ops::Deref for Carrier {
+    type Target = Shop;
+
+    fn deref(&self) -> &Shop {
+        &self.shop
+    }
 }
 
 fn status(order: &Value) -> &str {
@@ -40,53 +42,15 @@ fn shipment_status(order: &Value) -> Option<&str> {
     order["shipment"]["status"].as_str()
 }
 
-fn timeline(order: &Value) -> Vec<&str> {
-    order["timeline"].as_array().unwrap().iter().map(|entry| entry["status"].as_str().unwrap()).collect()
-}
-
-impl Shop {
+impl Carrier {
     /// Checks out `quantity` paying with tok_visa and waits until the order
     /// is confirmed with its shipment created: (order id, shipment id).
     async fn confirmed_order(&self, quantity: u32) -> (String, String) {
-        let body = json!({ "product_id": self.product, "quantity": quantity });
-        let response = self.stack.send_as(&self.customer, Method::POST, "/api/v1/cart/items", &body).await;
-        assert_eq!(response.status(), 200, "adding to the cart");
-        let address = json!({ "name": "Ada Lovelace", "line1": "12 St James's Square", "city": "London",
-                               "postal_code": "SW1Y 4JH", "country": "GB" });
-        let response = self
-            .stack
-            .request(Method::POST, "/api/v1/cart/checkout")
-            .bearer_auth(&self.customer)
-            .header("idempotency-key", format!("checkout-{}", uuid::Uuid::now_v7()))
-            .json(&json!({ "shipping_address": address, "payment_method": "tok_visa" }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202, "checkout");
-        let order_id = response.json::<Value>().await.unwrap()["order_id"].as_str().unwrap().to_owned();
+        let order_id = self.buy(quantity, "tok_visa").await;
         let order = self.order_when(&order_id, "given its shipment", |o| shipment_status(o) == Some("created")).await;
         assert_eq!(status(&order), "confirmed");
         let shipment = order["shipment"]["id"].as_str().unwrap().to_owned();
         (order_id, shipment)
-    }
-
-    async fn order(&self, id: &str) -> Value {
-        let response = self.stack.get_as(&self.customer, &format!("/api/v1/orders/{id}")).await;
-        assert_eq!(response.status(), 200, "reading order {id}");
-        response.json().await.unwrap()
-    }
-
-    /// The order once `reached` holds, polling until it does (20 s at most).
-    async fn order_when(&self, id: &str, what: &str, reached: impl Fn(&Value) -> bool) -> Value {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let order = self.order(id).await;
-            if reached(&order) {
-                return order;
-            }
-            assert!(std::time::Instant::now() < deadline, "order never {what}: {order:#}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 
     /// Waits until the product shows `on_hand` and `reserved`.
@@ -102,10 +66,6 @@ impl Shop {
             assert!(std::time::Instant::now() < deadline, "stock never became {on_hand}/{reserved}: {stock}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-
-    async fn report(&self, token: &str, shipment: &str, step: &str) -> Response {
-        self.stack.send_as(token, Method::POST, &format!("/api/v1/shipments/{shipment}/{step}"), &json!({})).await
     }
 
     async fn cancel(&self, order: &str) -> Response {
@@ -128,7 +88,7 @@ async fn a_confirmed_order_is_shipped_and_delivered_and_its_stock_leaves_the_war
     let (order_id, shipment) = shop.confirmed_order(2).await;
     shop.stock_becomes(10, 2).await;
 
-    let response = shop.report(&shop.admin, &shipment, "ship").await;
+    let response = shop.carrier(&shop.admin, &shipment, "ship").await;
     assert_eq!(response.status(), 200);
     let shipped: Value = response.json().await.unwrap();
     assert_eq!((shipped["id"].as_str(), shipped["order_id"].as_str()), (Some(&*shipment), Some(&*order_id)));
@@ -146,12 +106,12 @@ async fn a_confirmed_order_is_shipped_and_delivered_and_its_stock_leaves_the_war
     problem(shop.cancel(&order_id).await, 409).await;
 
     // The carrier's webhook retries: the same answer, and nothing announced twice.
-    let again = shop.report(&shop.admin, &shipment, "ship").await;
+    let again = shop.carrier(&shop.admin, &shipment, "ship").await;
     assert_eq!(again.status(), 200);
     assert_eq!(again.json::<Value>().await.unwrap(), shipped);
     assert_eq!(shop.announced("shipping.shipped").await, 1);
 
-    let response = shop.report(&shop.admin, &shipment, "deliver").await;
+    let response = shop.carrier(&shop.admin, &shipment, "deliver").await;
     assert_eq!(response.status(), 200);
     let delivered: Value = response.json().await.unwrap();
     assert_eq!(delivered["status"], "delivered");
@@ -160,9 +120,9 @@ async fn a_confirmed_order_is_shipped_and_delivered_and_its_stock_leaves_the_war
     let order = shop.order_when(&order_id, "delivered", |o| status(o) == "delivered").await;
     assert_eq!(timeline(&order), ["pending", "reserved", "confirmed", "shipped", "delivered"]);
     assert_eq!(shipment_status(&order), Some("delivered"));
-    assert_eq!(shop.report(&shop.admin, &shipment, "deliver").await.status(), 200);
+    assert_eq!(shop.carrier(&shop.admin, &shipment, "deliver").await.status(), 200);
     assert_eq!(shop.announced("shipping.delivered").await, 1);
-    problem(shop.report(&shop.admin, &shipment, "ship").await, 409).await;
+    problem(shop.carrier(&shop.admin, &shipment, "ship").await, 409).await;
     shop.stock_becomes(8, 0).await;
 }
 
@@ -171,13 +131,13 @@ async fn only_the_carrier_moves_a_shipment_and_only_forward() {
     let shop = shop().await;
     let (order_id, shipment) = shop.confirmed_order(1).await;
 
-    problem(shop.report(&shop.admin, &shipment, "deliver").await, 409).await;
-    problem(shop.report(&shop.customer, &shipment, "ship").await, 403).await;
-    problem(shop.report(&shop.seller, &shipment, "ship").await, 403).await;
+    problem(shop.carrier(&shop.admin, &shipment, "deliver").await, 409).await;
+    problem(shop.carrier(&shop.customer, &shipment, "ship").await, 403).await;
+    problem(shop.carrier(&shop.seller, &shipment, "ship").await, 403).await;
     let anonymous = shop.stack.request(Method::POST, &format!("/api/v1/shipments/{shipment}/ship")).send().await;
     problem(anonymous.unwrap(), 401).await;
-    problem(shop.report(&shop.admin, &uuid::Uuid::now_v7().to_string(), "ship").await, 404).await;
-    problem(shop.report(&shop.admin, "not-a-shipment", "ship").await, 400).await;
+    problem(shop.carrier(&shop.admin, &uuid::Uuid::now_v7().to_string(), "ship").await, 404).await;
+    problem(shop.carrier(&shop.admin, "not-a-shipment", "ship").await, 400).await;
 
     // None of those moved anything.
     let order = shop.order(&order_id).await;
@@ -197,8 +157,50 @@ async fn a_cancelled_order_cancels_its_shipment_which_then_cannot_ship() {
     assert_eq!(status(&order), "cancelled");
     assert_eq!(order["shipment"]["id"], shipment.as_str());
 
-    problem(shop.report(&shop.admin, &shipment, "ship").await, 409).await;
-    problem(shop.report(&shop.admin, &shipment, "deliver").await, 409).await;
+    problem(shop.carrier(&shop.admin, &shipment, "ship").await, 409).await;
+    problem(shop.carrier(&shop.admin, &shipment, "deliver").await, 409).await;
     assert_eq!(shop.announced("shipping.cancelled").await, 1);
     shop.stock_becomes(10, 0).await;
+}
+
+/// `seller`'s sales with `query`.
+async fn sales(shop: &Shop, seller: &str, query: &str) -> Value {
+    let response = shop.stack.get_as(seller, &format!("/api/v1/seller/orders{query}")).await;
+    assert_eq!(response.status(), 200, "listing sales{query}");
+    response.json().await.unwrap()
+}
+
+fn ids(page: &Value) -> Vec<&str> {
+    page["items"].as_array().unwrap().iter().map(|order| order["id"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn each_seller_sees_their_own_lines_of_a_sale_and_filters_sales_by_status() {
+    let shop = shop().await;
+    let other_seller = shop.stack.access("seller").await;
+    let napkins = shop.stack.product(&other_seller, "Linen napkins", 900).await["id"].as_str().unwrap().to_owned();
+    shop.stack.stock(&other_seller, &napkins, 5).await;
+    let item = json!({ "product_id": napkins, "quantity": 3 });
+    assert_eq!(shop.stack.send_as(&shop.customer, Method::POST, "/api/v1/cart/items", &item).await.status(), 200);
+    let (order_id, shipment) = shop.confirmed_order(2).await;
+
+    // One order, two sellers: each sees the sale with their own lines only.
+    let mine = sales(&shop, &shop.seller, "").await;
+    assert_eq!(ids(&mine), [order_id.as_str()]);
+    let lines = mine["items"][0]["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!((&lines[0]["product_id"], &lines[0]["quantity"]), (&json!(shop.product), &json!(2)));
+    let theirs = sales(&shop, &other_seller, "").await;
+    assert_eq!(theirs["items"][0]["lines"].as_array().unwrap().len(), 1);
+    assert_eq!(theirs["items"][0]["lines"][0]["product_id"], napkins.as_str());
+
+    assert_eq!(ids(&sales(&shop, &shop.seller, "?status=confirmed").await), [order_id.as_str()]);
+    assert!(ids(&sales(&shop, &shop.seller, "?status=shipped").await).is_empty());
+    assert_eq!(shop.carrier(&shop.admin, &shipment, "ship").await.status(), 200);
+    shop.order_when(&order_id, "shipped", |o| status(o) == "shipped").await;
+    assert_eq!(ids(&sales(&shop, &shop.seller, "?status=shipped").await), [order_id.as_str()]);
+    assert!(ids(&sales(&shop, &other_seller, "?status=confirmed").await).is_empty());
+
+    let bad = problem(shop.stack.get_as(&shop.seller, "/api/v1/seller/orders?status=lost").await, 422).await;
+    assert_eq!(bad["field"], "status");
 }

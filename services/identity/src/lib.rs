@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use emporium_nats::{Leases, OutboxRelay, OutboxSignal, ServeConfig, SharedClock, SystemClock};
+use emporium_nats::{Leases, OutboxSignal, ServiceError, ServiceRuntime, SharedClock, SystemClock};
 use emporium_platform::settings::{Environment, SettingsError, typed};
 use emporium_schemas::CommandEnvelope;
 use emporium_schemas::commands::identity::Register;
@@ -132,21 +132,17 @@ impl IdentitySettings {
     }
 }
 
-/// Why the service could not start or stopped.
+/// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("migrating the identity database: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Runtime(#[from] ServiceError),
     #[error(transparent)]
     Key(#[from] tokens::KeyError),
     #[error(transparent)]
     Hash(#[from] password::HashError),
     #[error("the bootstrap admin: {0}")]
     Admin(String),
-    #[error(transparent)]
-    Locks(#[from] emporium_nats::LeaseError),
-    #[error("subscribing: {0}")]
-    Subscribe(#[from] async_nats::SubscribeError),
 }
 
 /// What the service runs on; the host (or a test) opens these.
@@ -162,7 +158,7 @@ pub struct Dependencies {
 /// Migrates, creates the bootstrap admin, then answers commands and relays
 /// its outbox until `stop`; returns once in-flight requests have finished.
 pub async fn run(settings: IdentitySettings, deps: Dependencies, stop: CancellationToken) -> Result<(), IdentityError> {
-    store::migrate(&deps.pool).await?;
+    store::migrate(&deps.pool).await.map_err(ServiceError::from)?;
     let key = settings.load_key()?;
     let clock: SharedClock = Arc::new(SystemClock);
     let outbox = OutboxSignal::default();
@@ -181,22 +177,10 @@ pub async fn run(settings: IdentitySettings, deps: Dependencies, stop: Cancellat
     }
     tracing::info!(kid = identity.key.kid(), argon2 = %settings.argon2, "identity ready");
 
-    let jetstream = async_nats::jetstream::new(deps.nats.clone());
-    let (leases, relay) =
-        OutboxRelay::for_service(SERVICE, deps.pool.clone(), jetstream, deps.partitions, clock, outbox).await?;
-    let relay = tokio::spawn(relay.run(stop.child_token()));
-    let pruner = tokio::spawn(prune_refresh_tokens(deps.pool.clone(), leases, stop.child_token()));
-    let serve_config = ServeConfig { max_in_flight: settings.max_in_flight, ..ServeConfig::default() };
-    let served =
-        emporium_nats::rpc::serve(deps.nats.clone(), SERVICE, handlers::routes(identity), serve_config, stop.clone())
-            .await;
-    stop.cancel();
-    for (task, name) in [(relay, "outbox relay"), (pruner, "refresh-token pruner")] {
-        if let Err(error) = task.await {
-            tracing::error!(%error, task = name, "task failed");
-        }
-    }
-    Ok(served?)
+    let (mut runtime, leases) =
+        ServiceRuntime::start(SERVICE, &deps.pool, &deps.nats, deps.partitions, &clock, &outbox, stop).await?;
+    runtime.spawn("refresh-token pruner", |stop| prune_refresh_tokens(deps.pool, leases, stop));
+    Ok(runtime.serve(handlers::routes(identity), settings.max_in_flight).await?)
 }
 
 /// Deletes refresh tokens a day after they expired, hourly, on one instance

@@ -23,9 +23,7 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use emporium_nats::{
-    LoopConfig, OutboxRelay, OutboxSignal, ServeConfig, SharedClock, Subscription, SystemClock, consume_subscription,
-};
+use emporium_nats::{OutboxSignal, ServiceRuntime, SharedClock, Subscription, SystemClock};
 use emporium_platform::settings::{SettingsError, typed};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -65,16 +63,8 @@ impl InventorySettings {
     }
 }
 
-/// Why the service could not start or stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum InventoryError {
-    #[error("migrating the inventory database: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error(transparent)]
-    Locks(#[from] emporium_nats::LeaseError),
-    #[error("subscribing: {0}")]
-    Subscribe(#[from] async_nats::SubscribeError),
-}
+/// Why the service could not start.
+pub type InventoryError = emporium_nats::ServiceError;
 
 /// What the service runs on; the host (or a test) opens these.
 #[derive(Debug, Clone)]
@@ -94,54 +84,22 @@ pub async fn run(
     store::migrate(&deps.pool).await?;
     let clock: SharedClock = Arc::new(SystemClock);
     let outbox = OutboxSignal::default();
-    let jetstream = async_nats::jetstream::new(deps.nats.clone());
-    let (leases, relay) = OutboxRelay::for_service(
-        SERVICE,
-        deps.pool.clone(),
-        jetstream.clone(),
-        deps.partitions,
-        clock.clone(),
-        outbox.clone(),
-    )
-    .await?;
-    let inventory = Arc::new(Inventory {
-        pool: deps.pool.clone(),
-        outbox: outbox.clone(),
-        clock: clock.clone(),
-        backstop_floor: settings.backstop_floor,
-    });
+    let (mut runtime, leases) =
+        ServiceRuntime::start(SERVICE, &deps.pool, &deps.nats, deps.partitions, &clock, &outbox, stop).await?;
+    let inventory = Arc::new(Inventory { pool: deps.pool, outbox, clock, backstop_floor: settings.backstop_floor });
 
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(relay.run(stop.child_token()));
-    let (js, partitions, config) = (&jetstream, deps.partitions, LoopConfig::default);
-    let catalog = Arc::new(CatalogEvents(inventory.clone()));
-    tasks.spawn(consume_subscription(js.clone(), CATALOG, partitions, catalog, config(), stop.child_token()));
-    let orders = Arc::new(OrderEvents(inventory.clone()));
-    tasks.spawn(consume_subscription(js.clone(), ORDER, partitions, orders, config(), stop.child_token()));
-    let shipping = Arc::new(ShippingEvents(inventory.clone()));
-    tasks.spawn(consume_subscription(js.clone(), SHIPPING, partitions, shipping, config(), stop.child_token()));
-    tasks.spawn({
-        let (inventory, stop, every) = (inventory.clone(), stop.child_token(), settings.backstop_every);
-        async move {
-            emporium_nats::lease::while_leading(&leases, "backstop.inventory", every, stop, || async {
-                if let Err(error) = inventory.release_expired().await {
-                    tracing::warn!(%error, "reservation backstop failed");
-                }
-            })
-            .await;
-        }
+    runtime.consume(CATALOG, CatalogEvents(inventory.clone()));
+    runtime.consume(ORDER, OrderEvents(inventory.clone()));
+    runtime.consume(SHIPPING, ShippingEvents(inventory.clone()));
+    let (backstop, every) = (inventory.clone(), settings.backstop_every);
+    runtime.spawn("backstop", move |stop| async move {
+        emporium_nats::lease::while_leading(&leases, "backstop.inventory", every, stop, || async {
+            if let Err(error) = backstop.release_expired().await {
+                tracing::warn!(%error, "reservation backstop failed");
+            }
+        })
+        .await;
     });
     tracing::info!("inventory ready");
-
-    let serve_config = ServeConfig { max_in_flight: settings.max_in_flight, ..ServeConfig::default() };
-    let served =
-        emporium_nats::rpc::serve(deps.nats.clone(), SERVICE, handlers::routes(inventory), serve_config, stop.clone())
-            .await;
-    stop.cancel();
-    while let Some(finished) = tasks.join_next().await {
-        if let Err(error) = finished {
-            tracing::error!(%error, "an inventory task failed");
-        }
-    }
-    Ok(served?)
+    runtime.serve(handlers::routes(inventory), settings.max_in_flight).await
 }

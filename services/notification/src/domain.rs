@@ -83,8 +83,9 @@ pub struct Draft {
 pub enum Decision {
     /// Remember the order's customer (if the fact names them) and create the drafts.
     Notify { remember: Option<UserId>, drafts: Vec<Draft> },
-    /// The fact needs the order's customer, who is not known yet: wait for
-    /// the order's own events rather than guess (the event is retried).
+    /// The fact needs the order's customer, who is not known yet: it waits
+    /// for the order's own events rather than guess, and is decided again,
+    /// as if it had just arrived, once they name the customer.
     UnknownOrder(OrderId),
 }
 

@@ -5,21 +5,35 @@
 //! notifications and their queued emails, so a redelivered or replayed
 //! event creates nothing new; the (event, recipient) unique key holds even
 //! after the inbox row is pruned.
+//!
+//! Payment and shipping events name only their order. One that arrives
+//! before its customer is known (the order's `order.placed` still behind in
+//! the order stream, as after downtime) is **parked**: kept whole (type,
+//! data, when it happened) in `parked_events` in the transaction of its
+//! inbox row, and acked, so it neither waits in the consumer loop's backoff
+//! nor ends in the DLQ. The order event that names the customer takes the
+//! order's parked events in its own transaction and tells them, oldest
+//! first, through the one path a live event takes (`Notifier::notify`).
+//! Every event of an order is applied under the order's lock
+//! ([`store::lock_order`]), so a parking and the order's arrival never
+//! miss each other.
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use emporium_nats::{Delivery, Handled, Handler, HandlerError, SharedClock, event_set};
+use emporium_platform::counters::Counter;
 use emporium_schemas::events::identity::UserRegistered;
 use emporium_schemas::events::order::{OrderCancelled, OrderConfirmed, OrderPlaced};
 use emporium_schemas::events::payment::{PaymentCaptured, PaymentRefunded, PaymentVoided};
 use emporium_schemas::events::shipping::{ShippingCreated, ShippingDelivered, ShippingShipped};
 use emporium_schemas::values::OrderId;
-use emporium_schemas::{Envelope, MessageId};
-use sqlx::PgPool;
+use emporium_schemas::{Envelope, Event, EventType, MessageId};
+use sqlx::{PgConnection, PgPool};
 
 use crate::domain::{self, Decision, Fact, Line};
 use crate::sender::MailSignal;
-use crate::store::{self, StoreError};
+use crate::store::{self, Parked, StoreError};
 
 /// What the handlers and the commands share.
 #[derive(Debug)]
@@ -29,13 +43,18 @@ pub struct Notifier {
     pub mail: MailSignal,
 }
 
-/// Why an event was not applied: storage (retry), or an order not known yet (retry).
+/// Why an event was not applied. Each is retried: the database comes back;
+/// the others cannot happen for the events taken (an order event names its
+/// customer, ours encode and decode) and, retried, end in the DLQ where an
+/// operator sees them.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("order {0} is not known yet; waiting for its order.placed")]
+    #[error("order {0} is not known yet and this event cannot be parked")]
     UnknownOrder(OrderId),
+    #[error("a parked event could not be encoded or decoded: {0}")]
+    Parcel(#[from] serde_json::Error),
 }
 
 impl From<sqlx::Error> for ApplyError {
@@ -46,7 +65,6 @@ impl From<sqlx::Error> for ApplyError {
 
 impl From<ApplyError> for HandlerError {
     fn from(error: ApplyError) -> Self {
-        // Both pass: the database comes back, the order's events arrive.
         HandlerError::Retry(error.to_string())
     }
 }
@@ -57,32 +75,133 @@ pub const ORDER_CONSUMER: &str = "notification-order";
 pub const PAYMENT_CONSUMER: &str = "notification-payment";
 pub const SHIPPING_CONSUMER: &str = "notification-shipping";
 
+/// Events parked until their order's customer is known: a steady climb
+/// means the order stream lags behind payment and shipping.
+fn parked_total() -> &'static Counter {
+    emporium_platform::counters::counter(
+        "notification_events_parked_total",
+        "Payment and shipping events parked until their order's customer is known (order.placed)",
+    )
+}
+
+/// An event as notification hears it.
+pub trait Tells {
+    /// What happened, as far as notifications care.
+    fn fact(&self) -> Fact;
+
+    /// Its envelope's type and its data, to park it until its order's
+    /// customer is known; `None` for an event that names the customer
+    /// itself and never waits.
+    fn parcel(&self) -> Option<Result<(EventType, serde_json::Value), serde_json::Error>>;
+}
+
+/// What telling one or more events made.
+#[derive(Debug, Default, Clone, Copy)]
+struct Made {
+    notifications: usize,
+    emails: usize,
+    /// The event named the order's customer, who is now remembered.
+    remembered: bool,
+}
+
+impl Made {
+    fn add(&mut self, other: Made) {
+        self.notifications += other.notifications;
+        self.emails += other.emails;
+        self.remembered |= other.remembered;
+    }
+}
+
 impl Notifier {
-    /// Applies `fact` with `consumer`'s inbox entry for `event`, in one transaction.
-    pub async fn apply(&self, consumer: &str, event: MessageId, fact: &Fact) -> Result<Handled, ApplyError> {
+    /// Applies `event` with `consumer`'s inbox entry, in one transaction:
+    /// tells it, or parks it when its order's customer is not known yet;
+    /// and when it names the customer, tells the order's parked events too.
+    pub async fn apply<E: Tells>(&self, consumer: &str, event: &Envelope<E>) -> Result<Handled, ApplyError> {
         let now = self.clock.now();
+        let fact = event.data.fact();
+        let order = fact.order();
         let mut tx = self.pool.begin().await?;
-        if !emporium_nats::inbox::record(&mut tx, consumer, event).await? {
+        if !emporium_nats::inbox::record(&mut tx, consumer, event.id).await? {
             return Ok(Handled::Skipped);
         }
+        store::lock_order(&mut tx, order).await?;
+        let Some(mut made) = self.notify(&mut tx, event.id, &fact, now).await? else {
+            let Some(parcel) = event.data.parcel() else {
+                return Err(ApplyError::UnknownOrder(order));
+            };
+            let (kind, data) = parcel?;
+            let parked = Parked {
+                event: event.id,
+                order,
+                event_type: kind.type_name.to_owned(),
+                schema: kind.version,
+                data,
+                occurred_at: event.occurred_at,
+            };
+            let new = store::park(&mut tx, &parked, now).await?;
+            tx.commit().await?;
+            if !new {
+                // A replay of one parked already (its inbox row pruned).
+                return Ok(Handled::Skipped);
+            }
+            parked_total().increment();
+            tracing::info!(
+                order.id = %order,
+                event.id = %event.id,
+                event_type = kind.type_name,
+                "event parked until its order's customer is known"
+            );
+            return Ok(Handled::Applied);
+        };
+        if made.remembered {
+            made.add(self.unpark(&mut tx, order, now).await?);
+        }
+        tx.commit().await?;
+        if made.emails > 0 {
+            self.mail.wake();
+        }
+        Ok(if made.notifications > 0 || made.remembered { Handled::Applied } else { Handled::Skipped })
+    }
+
+    /// The one path from an event's fact to its notifications and queued
+    /// emails, for an event arriving now and a parked one taken back alike:
+    /// remembers the customer the fact names and creates what
+    /// [`domain::decide`] says. `None`: the order's customer is not known yet.
+    async fn notify(
+        &self,
+        tx: &mut PgConnection,
+        event: MessageId,
+        fact: &Fact,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Made>, ApplyError> {
         let known = match fact.customer() {
             Some(_) => None,
-            None => store::customer_of(&mut tx, fact.order()).await?,
+            None => store::customer_of(tx, fact.order()).await?,
         };
         let (remember, drafts) = match domain::decide(fact, known) {
             Decision::Notify { remember, drafts } => (remember, drafts),
-            // Rolled back with the inbox row: the redelivery tries again.
-            Decision::UnknownOrder(order) => return Err(ApplyError::UnknownOrder(order)),
+            Decision::UnknownOrder(_) => return Ok(None),
         };
         if let Some(customer) = remember {
-            store::remember_order(&mut tx, fact.order(), customer, now).await?;
+            store::remember_order(tx, fact.order(), customer, now).await?;
         }
-        let (created, emails) = store::create(&mut tx, event, &drafts, now).await?;
-        tx.commit().await?;
-        if emails > 0 {
-            self.mail.wake();
+        let (notifications, emails) = store::create(tx, event, &drafts, now).await?;
+        Ok(Some(Made { notifications, emails, remembered: remember.is_some() }))
+    }
+
+    /// Takes `order`'s parked events, its customer now remembered in `tx`,
+    /// and tells each as if it had just arrived, in the order they happened.
+    async fn unpark(&self, tx: &mut PgConnection, order: OrderId, now: DateTime<Utc>) -> Result<Made, ApplyError> {
+        let parked = store::take_parked(tx, order).await?;
+        let mut made = Made::default();
+        for event in &parked {
+            let fact = parked_fact(event)?;
+            made.add(self.notify(tx, event.event, &fact, now).await?.ok_or(ApplyError::UnknownOrder(order))?);
         }
-        Ok(if created > 0 || remember.is_some() { Handled::Applied } else { Handled::Skipped })
+        if !parked.is_empty() {
+            tracing::info!(order.id = %order, events = parked.len(), "parked events told now their order is known");
+        }
+        Ok(made)
     }
 
     async fn learn_user(&self, event: &Envelope<UserRegistered>) -> Result<Handled, ApplyError> {
@@ -97,6 +216,46 @@ impl Notifier {
         self.mail.wake();
         Ok(Handled::Applied)
     }
+}
+
+/// A parked event's fact, decoded back from its stored type and data.
+fn parked_fact(parked: &Parked) -> Result<Fact, ApplyError> {
+    if let Some(event) = PaymentEvent::from_parked(parked) {
+        return Ok(event?.fact());
+    }
+    if let Some(event) = ShippingEvent::from_parked(parked) {
+        return Ok(event?.fact());
+    }
+    let what = format!("parked event {} is a {} v{}", parked.event, parked.event_type, parked.schema);
+    Err(StoreError::Corrupt(what).into())
+}
+
+/// Declares an [`event_set!`] of events that name only their order and may
+/// be parked: each is stored by its envelope's type and schema with its
+/// data, and decoded back the same way.
+macro_rules! parkable_set {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($variant:ident($event:ty)),+ $(,)? }) => {
+        event_set!($(#[$meta])* $vis enum $name { $($variant($event)),+ });
+
+        impl $name {
+            fn to_parked(&self) -> Result<(EventType, serde_json::Value), serde_json::Error> {
+                match self {
+                    $($name::$variant(data) => Ok((<$event as Event>::TYPE, serde_json::to_value(data)?)),)+
+                }
+            }
+
+            /// `None`: `parked` is none of these events.
+            fn from_parked(parked: &Parked) -> Option<Result<Self, serde_json::Error>> {
+                $(
+                    let kind = <$event as Event>::TYPE;
+                    if parked.event_type == kind.type_name && parked.schema == kind.version {
+                        return Some(serde_json::from_value(parked.data.clone()).map($name::$variant));
+                    }
+                )+
+                None
+            }
+        }
+    };
 }
 
 /// Learns users' addresses and names.
@@ -121,16 +280,9 @@ event_set!(
     }
 );
 
-/// Remembers orders' customers; tells of confirmations (customer and
-/// sellers) and cancellations.
-#[derive(Debug)]
-pub struct OrderEvents(pub Arc<Notifier>);
-
-impl Handler for OrderEvents {
-    type Event = OrderEvent;
-
-    async fn handle(&self, event: Envelope<OrderEvent>, _delivery: &Delivery) -> Result<Handled, HandlerError> {
-        let fact = match &event.data {
+impl Tells for OrderEvent {
+    fn fact(&self) -> Fact {
+        match self {
             OrderEvent::Placed(placed) => Fact::OrderPlaced { order: placed.order_id, customer: placed.customer_id },
             OrderEvent::Confirmed(confirmed) => Fact::OrderConfirmed {
                 order: confirmed.order_id,
@@ -153,12 +305,28 @@ impl Handler for OrderEvents {
                 reason: cancelled.reason,
                 previous: cancelled.previous_status,
             },
-        };
-        Ok(self.0.apply(ORDER_CONSUMER, event.id, &fact).await?)
+        }
+    }
+
+    fn parcel(&self) -> Option<Result<(EventType, serde_json::Value), serde_json::Error>> {
+        None
     }
 }
 
-event_set!(
+/// Remembers orders' customers (telling the parked events of theirs);
+/// tells of confirmations (customer and sellers) and cancellations.
+#[derive(Debug)]
+pub struct OrderEvents(pub Arc<Notifier>);
+
+impl Handler for OrderEvents {
+    type Event = OrderEvent;
+
+    async fn handle(&self, event: Envelope<OrderEvent>, _delivery: &Delivery) -> Result<Handled, HandlerError> {
+        Ok(self.0.apply(ORDER_CONSUMER, &event).await?)
+    }
+}
+
+parkable_set!(
     /// The payment events notification takes (the customer hears of money moving).
     #[derive(Debug)]
     pub enum PaymentEvent {
@@ -168,6 +336,20 @@ event_set!(
     }
 );
 
+impl Tells for PaymentEvent {
+    fn fact(&self) -> Fact {
+        match self {
+            PaymentEvent::Captured(e) => Fact::PaymentCaptured { order: e.order_id, amount: e.amount.clone() },
+            PaymentEvent::Refunded(e) => Fact::PaymentRefunded { order: e.order_id, amount: e.amount.clone() },
+            PaymentEvent::Voided(e) => Fact::PaymentVoided { order: e.order_id, amount: e.amount.clone() },
+        }
+    }
+
+    fn parcel(&self) -> Option<Result<(EventType, serde_json::Value), serde_json::Error>> {
+        Some(self.to_parked())
+    }
+}
+
 #[derive(Debug)]
 pub struct PaymentEvents(pub Arc<Notifier>);
 
@@ -175,16 +357,11 @@ impl Handler for PaymentEvents {
     type Event = PaymentEvent;
 
     async fn handle(&self, event: Envelope<PaymentEvent>, _delivery: &Delivery) -> Result<Handled, HandlerError> {
-        let fact = match &event.data {
-            PaymentEvent::Captured(e) => Fact::PaymentCaptured { order: e.order_id, amount: e.amount.clone() },
-            PaymentEvent::Refunded(e) => Fact::PaymentRefunded { order: e.order_id, amount: e.amount.clone() },
-            PaymentEvent::Voided(e) => Fact::PaymentVoided { order: e.order_id, amount: e.amount.clone() },
-        };
-        Ok(self.0.apply(PAYMENT_CONSUMER, event.id, &fact).await?)
+        Ok(self.0.apply(PAYMENT_CONSUMER, &event).await?)
     }
 }
 
-event_set!(
+parkable_set!(
     /// The shipping events notification takes. A cancelled shipment follows
     /// a cancelled order, which the customer has heard of already.
     #[derive(Debug)]
@@ -195,14 +372,9 @@ event_set!(
     }
 );
 
-#[derive(Debug)]
-pub struct ShippingEvents(pub Arc<Notifier>);
-
-impl Handler for ShippingEvents {
-    type Event = ShippingEvent;
-
-    async fn handle(&self, event: Envelope<ShippingEvent>, _delivery: &Delivery) -> Result<Handled, HandlerError> {
-        let fact = match &event.data {
+impl Tells for ShippingEvent {
+    fn fact(&self) -> Fact {
+        match self {
             ShippingEvent::Created(e) => Fact::ShipmentCreated {
                 order: e.order_id,
                 carrier: e.carrier.as_str().to_owned(),
@@ -212,7 +384,21 @@ impl Handler for ShippingEvents {
                 Fact::ShipmentShipped { order: e.order_id, tracking_number: e.tracking_number.as_str().to_owned() }
             }
             ShippingEvent::Delivered(e) => Fact::ShipmentDelivered { order: e.order_id },
-        };
-        Ok(self.0.apply(SHIPPING_CONSUMER, event.id, &fact).await?)
+        }
+    }
+
+    fn parcel(&self) -> Option<Result<(EventType, serde_json::Value), serde_json::Error>> {
+        Some(self.to_parked())
+    }
+}
+
+#[derive(Debug)]
+pub struct ShippingEvents(pub Arc<Notifier>);
+
+impl Handler for ShippingEvents {
+    type Event = ShippingEvent;
+
+    async fn handle(&self, event: Envelope<ShippingEvent>, _delivery: &Delivery) -> Result<Handled, HandlerError> {
+        Ok(self.0.apply(SHIPPING_CONSUMER, &event).await?)
     }
 }

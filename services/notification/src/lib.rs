@@ -15,8 +15,11 @@
 //!   stock is held and the payment authorized. Each distinct seller of the
 //!   order's lines gets one "new order" naming only their lines.
 //! - **Payment and shipping events carry only the order id.** Their customer
-//!   is the one remembered from the order's events; an order not known yet
-//!   is retried (the consumer loop backs off) rather than guessed.
+//!   is the one remembered from the order's events. One that arrives before
+//!   its order is known is parked (`parked_events`, in its inbox transaction,
+//!   then acked; counted by `notification_events_parked_total`) and told,
+//!   oldest first, in the transaction that learns the customer — never
+//!   retried into the dead-letter queue for that race.
 //! - **Email is queued in the same transaction** as its notification
 //!   (`emails`), for the kinds the domain's one table names, and sent at
 //!   least once by [`sender::Sender`] (one leader) through a [`mail::Sink`]:
@@ -29,7 +32,8 @@
 //! # Layout
 //! - [`domain`]: who hears what, the words, the email table, the backoff;
 //!   pure and tested given/when/then.
-//! - [`store`]: the tables (sqlx).
+//! - [`store`]: the tables (sqlx): users, orders, parked events,
+//!   notifications, the email queue.
 //! - [`events`]: the event handlers.
 //! - [`handlers`]: each command's answer.
 //! - [`mail`]: the sinks; [`sender`]: the email sender.
@@ -44,12 +48,9 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use emporium_nats::{
-    LoopConfig, OutboxRelay, OutboxSignal, ServeConfig, SharedClock, Subscription, consume_subscription,
-};
+use emporium_nats::{OutboxSignal, ServiceRuntime, Subscription};
 use emporium_platform::settings::{SettingsError, typed};
 use lettre::message::Mailbox;
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{IdentityEvents, Notifier, OrderEvents, PaymentEvents, ShippingEvents};
@@ -100,25 +101,11 @@ impl NotificationSettings {
     }
 }
 
-/// Why the service could not start or stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum NotificationError {
-    #[error("migrating the notification database: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error(transparent)]
-    Locks(#[from] emporium_nats::LeaseError),
-    #[error("subscribing: {0}")]
-    Subscribe(#[from] async_nats::SubscribeError),
-}
+/// Why the service could not start.
+pub type NotificationError = emporium_nats::ServiceError;
 
 /// What the service runs on; the host (or a test) opens these.
-#[derive(Debug, Clone)]
-pub struct Dependencies {
-    pub pool: PgPool,
-    pub nats: async_nats::Client,
-    pub partitions: u16,
-    pub clock: SharedClock,
-}
+pub type Dependencies = emporium_nats::runtime::Dependencies;
 
 /// Migrates, then consumes identity, order, payment and shipping events,
 /// answers commands and sends emails until `stop`.
@@ -128,47 +115,21 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<(), NotificationError> {
     store::migrate(&deps.pool).await?;
-    let clock = deps.clock.clone();
-    let jetstream = async_nats::jetstream::new(deps.nats.clone());
-    // Notification emits no events; the relay leads the inbox's pruning
-    // after the replay window, and its leases serve the email sender.
-    let (leases, relay) = OutboxRelay::for_service(
-        SERVICE,
-        deps.pool.clone(),
-        jetstream.clone(),
-        deps.partitions,
-        clock.clone(),
-        OutboxSignal::default(),
-    )
-    .await?;
+    // Notification emits no events: nothing wakes its relay, which leads the
+    // inbox's pruning after the replay window; its leases serve the email sender.
+    let quiet = OutboxSignal::default();
+    let (mut runtime, leases) =
+        ServiceRuntime::start(SERVICE, &deps.pool, &deps.nats, deps.partitions, &deps.clock, &quiet, stop).await?;
     let mail = MailSignal::default();
-    let notifier = Arc::new(Notifier { pool: deps.pool.clone(), clock: clock.clone(), mail: mail.clone() });
+    let notifier = Arc::new(Notifier { pool: deps.pool.clone(), clock: deps.clock.clone(), mail: mail.clone() });
     let sink = settings.email.open(settings.email_from.clone(), settings.smtp_timeout);
-    let sender = Sender::new(deps.pool.clone(), clock, sink, settings.sender, mail);
+    let sender = Sender::new(deps.pool, deps.clock, sink, settings.sender, mail);
 
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(relay.run(stop.child_token()));
-    tasks.spawn(sender.run(leases, stop.child_token()));
-    let (js, partitions, config) = (&jetstream, deps.partitions, LoopConfig::default);
-    let identity = Arc::new(IdentityEvents(notifier.clone()));
-    tasks.spawn(consume_subscription(js.clone(), IDENTITY, partitions, identity, config(), stop.child_token()));
-    let orders = Arc::new(OrderEvents(notifier.clone()));
-    tasks.spawn(consume_subscription(js.clone(), ORDER, partitions, orders, config(), stop.child_token()));
-    let payments = Arc::new(PaymentEvents(notifier.clone()));
-    tasks.spawn(consume_subscription(js.clone(), PAYMENT, partitions, payments, config(), stop.child_token()));
-    let shipping = Arc::new(ShippingEvents(notifier.clone()));
-    tasks.spawn(consume_subscription(js.clone(), SHIPPING, partitions, shipping, config(), stop.child_token()));
+    runtime.consume(IDENTITY, IdentityEvents(notifier.clone()));
+    runtime.consume(ORDER, OrderEvents(notifier.clone()));
+    runtime.consume(PAYMENT, PaymentEvents(notifier.clone()));
+    runtime.consume(SHIPPING, ShippingEvents(notifier.clone()));
+    runtime.spawn("email sender", |stop| sender.run(leases, stop));
     tracing::info!(email = ?settings.email, "notification ready");
-
-    let serve_config = ServeConfig { max_in_flight: settings.max_in_flight, ..ServeConfig::default() };
-    let served =
-        emporium_nats::rpc::serve(deps.nats.clone(), SERVICE, handlers::routes(notifier), serve_config, stop.clone())
-            .await;
-    stop.cancel();
-    while let Some(finished) = tasks.join_next().await {
-        if let Err(error) = finished {
-            tracing::error!(%error, "a notification task failed");
-        }
-    }
-    Ok(served?)
+    runtime.serve(handlers::routes(notifier), settings.max_in_flight).await
 }

@@ -1,5 +1,6 @@
 //! Notification's Postgres tables: users (addresses), orders (their
-//! customers), notifications and the email queue. Runtime queries.
+//! customers), events parked until their order is known, notifications and
+//! the email queue. Runtime queries.
 
 use chrono::{DateTime, Utc};
 use emporium_schemas::MessageId;
@@ -70,6 +71,80 @@ pub async fn customer_of(tx: &mut PgConnection, order: OrderId) -> Result<Option
         .fetch_optional(tx)
         .await?;
     Ok(customer.map(UserId::from_uuid))
+}
+
+/// Serialises every event of `order` until the transaction ends. The
+/// order's row cannot be locked before it exists, and a payment event
+/// parking beside its `order.placed` committing (two streams, two
+/// consumers) would otherwise each miss the other: the event parked after
+/// the order took its parked events, and left there for good.
+pub async fn lock_order(tx: &mut PgConnection, order: OrderId) -> Result<(), StoreError> {
+    let bytes = order.as_uuid().as_bytes();
+    // The random tail of the id (v7's leading bytes are a timestamp); a
+    // collision of two orders only makes one wait for the other.
+    let mut tail = [0_u8; 8];
+    tail.copy_from_slice(&bytes[8..]);
+    let key = i64::from_be_bytes(tail);
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(tx).await?;
+    Ok(())
+}
+
+/// An event kept until its order's customer is known: its envelope's type
+/// and schema, and its data, to be decoded back as it arrived.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parked {
+    pub event: MessageId,
+    pub order: OrderId,
+    pub event_type: String,
+    pub schema: u32,
+    pub data: serde_json::Value,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// Parks `parked` in the caller's transaction; `false` if it is parked
+/// already (a replay after the inbox forgot it).
+pub async fn park(tx: &mut PgConnection, parked: &Parked, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    let schema = i32::try_from(parked.schema).map_err(|_| StoreError::Corrupt(format!("schema {}", parked.schema)))?;
+    let inserted = sqlx::query(
+        "INSERT INTO parked_events (event_id, order_id, event_type, schema, data, occurred_at, parked_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(parked.event.as_uuid())
+    .bind(parked.order.as_uuid())
+    .bind(&parked.event_type)
+    .bind(schema)
+    .bind(&parked.data)
+    .bind(parked.occurred_at)
+    .bind(now)
+    .execute(tx)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Takes (deletes and returns) `order`'s parked events, in the order they
+/// happened, in the caller's transaction.
+pub async fn take_parked(tx: &mut PgConnection, order: OrderId) -> Result<Vec<Parked>, StoreError> {
+    let rows = sqlx::query(
+        "WITH taken AS (DELETE FROM parked_events WHERE order_id = $1 RETURNING *)
+         SELECT event_id, order_id, event_type, schema, data, occurred_at FROM taken
+         ORDER BY occurred_at, event_id",
+    )
+    .bind(order.as_uuid())
+    .fetch_all(tx)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let schema: i32 = row.try_get("schema")?;
+            Ok(Parked {
+                event: MessageId::from_uuid(row.try_get("event_id")?),
+                order: OrderId::from_uuid(row.try_get("order_id")?),
+                event_type: row.try_get("event_type")?,
+                schema: u32::try_from(schema).map_err(|_| StoreError::Corrupt(format!("parked schema {schema}")))?,
+                data: row.try_get("data")?,
+                occurred_at: row.try_get("occurred_at")?,
+            })
+        })
+        .collect()
 }
 
 /// Creates the drafts of `event`, and queues the emails of those that send

@@ -1,8 +1,9 @@
 //! The notification service against real Postgres, a private NATS server and
 //! the harness's SMTP server, driven only by events on its subjects and
 //! commands over request/reply: who hears what, newest first with the unread
-//! count, reading, other people's notifications, an order learned late,
-//! emails sent, and replays that add nothing even after the inbox forgot them.
+//! count, reading, other people's notifications, payment and shipping events
+//! parked until their order is known (not dead-lettered), emails sent, and
+//! replays that add nothing even after the inbox forgot them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -133,6 +134,12 @@ impl Order {
         };
         event(self.key(), 2, captured)
     }
+
+    fn shipped(&self) -> OutgoingEvent {
+        let shipped =
+            ShippingShipped { order_id: self.id, shipment_id: ShipmentId::new_v7(), tracking_number: text("PX9") };
+        event(self.key(), 2, shipped)
+    }
 }
 
 impl World {
@@ -238,9 +245,21 @@ impl World {
     /// window looks: the same bytes under a new `Nats-Msg-Id`. Returns its
     /// stream sequence.
     async fn replay(&self, event: &OutgoingEvent) -> u64 {
+        self.publish_as(event, &format!("replay-{}", Uuid::now_v7())).await
+    }
+
+    /// Publishes `event` and waits until notification's consumer has acked
+    /// it: applied or parked, not left to the loop's retries.
+    async fn deliver(&self, event: &OutgoingEvent) {
+        let sequence = self.publish_as(event, &event.message_id()).await;
+        self.consumed(event, sequence).await;
+    }
+
+    /// Publishes `event`'s bytes under `message_id`; returns its stream sequence.
+    async fn publish_as(&self, event: &OutgoingEvent, message_id: &str) -> u64 {
         let jetstream = async_nats::jetstream::new(self.nats.client().clone());
         let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("replay-{}", Uuid::now_v7()).as_str());
+        headers.insert("Nats-Msg-Id", message_id);
         let ack = jetstream
             .publish_with_headers(event.subject(PARTITIONS), headers, event.payload.clone())
             .await
@@ -403,26 +422,87 @@ async fn pages_follow_the_cursor_newest_first_and_bad_queries_name_their_field()
     }
 }
 
+fn parked_total() -> &'static emporium_platform::counters::Counter {
+    emporium_platform::counters::counter("notification_events_parked_total", "events parked")
+}
+
 #[tokio::test]
-async fn a_payment_event_of_an_order_not_known_yet_waits_for_the_order_instead_of_being_lost() {
+async fn a_payment_event_of_an_order_not_known_yet_is_parked_and_acked_and_told_once_the_order_is_placed() {
     let world = World::start().await;
     let ada = world.user("Ada", Role::Customer).await;
     let order = Order::new(ada, &[(UserId::new_v7(), 1, 500)]);
-    world.publish(&[order.captured()]).await;
-    // Let the handler meet the unknown order at least once.
-    let tried = eventually(Duration::from_secs(20), || async {
-        let jetstream = async_nats::jetstream::new(world.nats.client().clone());
-        let stream = jetstream.get_stream("EVT_PAYMENT").await.unwrap();
-        let partition = emporium_schemas::Partition::of(&EntityKey::from(order.key()), PARTITIONS);
-        stream.consumer_info(format!("notification-payment-{partition}")).await.unwrap().delivered.stream_sequence >= 1
-    })
-    .await;
-    assert!(tried);
-    assert_eq!(world.count("notifications").await, 0);
+    let parked_before = parked_total().get();
+    world.deliver(&order.captured()).await;
+    assert_eq!((world.count("parked_events").await, world.count("notifications").await), (1, 0));
+    assert!(parked_total().get() > parked_before, "notification_events_parked_total was not counted");
 
     world.publish(&[order.placed()]).await;
     let items = world.notifications(ada, 1).await;
     assert_eq!(kinds(&items), vec![NotificationKind::PaymentCaptured]);
+    assert_eq!(world.count("parked_events").await, 0);
+}
+
+#[tokio::test]
+async fn events_before_their_order_are_parked_not_dead_lettered_and_told_once_in_the_order_they_happened() {
+    let world = World::start().await;
+    let ada = world.user("Ada", Role::Customer).await;
+    let order = Order::new(ada, &[(UserId::new_v7(), 1, 500)]);
+    // The capture happened first but arrives after the shipment.
+    let (captured, shipped) = (order.captured(), order.shipped());
+    world.deliver(&shipped).await;
+    world.deliver(&captured).await;
+    assert_eq!((world.count("parked_events").await, world.count("notifications").await), (2, 0));
+
+    // Redelivered while the inbox remembers them, and replayed after it forgot: still parked once.
+    for parked in [&captured, &shipped] {
+        let sequence = world.replay(parked).await;
+        world.consumed(parked, sequence).await;
+    }
+    sqlx::query("DELETE FROM inbox").execute(world.pool()).await.unwrap();
+    for parked in [&captured, &shipped] {
+        let sequence = world.replay(parked).await;
+        world.consumed(parked, sequence).await;
+    }
+    assert_eq!((world.count("parked_events").await, world.count("notifications").await), (2, 0));
+
+    let placed = order.placed();
+    world.publish(std::slice::from_ref(&placed)).await;
+    let items = world.notifications(ada, 2).await;
+    use NotificationKind as K;
+    assert_eq!(kinds(&items), vec![K::OrderShipped, K::PaymentCaptured], "newest first, in the order they happened");
+    assert!(items.iter().all(|n| n.order_id == Some(order.id)));
+    assert_eq!(world.count("parked_events").await, 0);
+    let mails = world.mails(1).await;
+    assert_eq!(mails[0].header("Subject").as_deref(), Some("Order shipped"));
+
+    // Once told, neither their replays nor the order's add anything.
+    sqlx::query("DELETE FROM inbox").execute(world.pool()).await.unwrap();
+    for event in [&captured, &shipped, &placed] {
+        let sequence = world.replay(event).await;
+        world.consumed(event, sequence).await;
+    }
+    let counts = (world.count("notifications").await, world.count("emails").await);
+    assert_eq!((counts, world.count("parked_events").await), ((2, 1), 0));
+
+    let jetstream = async_nats::jetstream::new(world.nats.client().clone());
+    let dead = emporium_nats::dlq::list(&jetstream, 100).await.unwrap();
+    assert!(dead.is_empty(), "dead-lettered: {dead:?}");
+}
+
+#[tokio::test]
+async fn payments_arriving_beside_their_order_placed_are_each_told_exactly_once() {
+    let world = World::start().await;
+    let ada = world.user("Ada", Role::Customer).await;
+    let orders: Vec<Order> = (0..20).map(|_| Order::new(ada, &[(UserId::new_v7(), 1, 500)])).collect();
+    // Two streams, two consumers: each capture parks or is told while its
+    // order.placed commits beside it; neither may miss the other.
+    let (placed, captured): (Vec<_>, Vec<_>) = orders.iter().map(|order| (order.placed(), order.captured())).unzip();
+    tokio::join!(world.publish(&placed), world.publish(&captured));
+
+    let items = world.notifications(ada, orders.len()).await;
+    assert!(items.iter().all(|n| n.kind == NotificationKind::PaymentCaptured));
+    assert_eq!(world.count("notifications").await, 20);
+    assert_eq!(world.count("parked_events").await, 0);
 }
 
 #[tokio::test]

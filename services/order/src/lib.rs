@@ -26,12 +26,9 @@ use std::time::Duration;
 use emporium_actors::deadlines::DeadlineSweeper;
 use emporium_actors::events::ToEntities;
 use emporium_actors::{EntityHost, GroupCommit, HostConfig, PgStore, WriterConfig};
-use emporium_nats::{
-    Caller, LoopConfig, OutboxRelay, OutboxSignal, ServeConfig, SharedClock, Subscription, consume_subscription,
-};
+use emporium_nats::{Caller, OutboxSignal, ServiceError, ServiceRuntime, Subscription};
 use emporium_platform::settings::{SettingsError, typed};
 use emporium_schemas::Partition;
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::entity::Orders;
@@ -77,91 +74,60 @@ impl OrderSettings {
     }
 }
 
-/// Why the service could not start or stopped.
+/// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {
-    #[error("migrating the order database: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
-    Locks(#[from] emporium_nats::LeaseError),
-    #[error("subscribing: {0}")]
-    Subscribe(#[from] async_nats::SubscribeError),
+    Runtime(#[from] ServiceError),
     #[error("starting the order actors: {0}")]
     Spawn(#[from] ractor::SpawnErr),
 }
 
 /// What the service runs on; the host (or a test) opens these.
-#[derive(Debug, Clone)]
-pub struct Dependencies {
-    pub pool: PgPool,
-    pub nats: async_nats::Client,
-    pub partitions: u16,
-    pub clock: SharedClock,
-}
+pub type Dependencies = emporium_nats::runtime::Dependencies;
 
 /// Migrates, then hosts the order actors: answers commands, consumes the
 /// saga's events, fires deadlines and relays the outbox until `stop`.
 pub async fn run(settings: OrderSettings, deps: Dependencies, stop: CancellationToken) -> Result<(), OrderError> {
-    store::migrate(&deps.pool).await?;
+    store::migrate(&deps.pool).await.map_err(ServiceError::from)?;
     let clock = deps.clock.clone();
     let outbox = OutboxSignal::default();
-    let jetstream = async_nats::jetstream::new(deps.nats.clone());
-    let (leases, relay) = OutboxRelay::for_service(
-        SERVICE,
-        deps.pool.clone(),
-        jetstream.clone(),
-        deps.partitions,
-        clock.clone(),
-        outbox.clone(),
-    )
-    .await?;
+    let (mut runtime, leases) =
+        ServiceRuntime::start(SERVICE, &deps.pool, &deps.nats, deps.partitions, &clock, &outbox, stop).await?;
     let (writer, writer_task) = GroupCommit::start(deps.pool.clone(), outbox, WriterConfig::default());
     let host_config =
         HostConfig { idle_after: settings.idle_after, max_in_flight: settings.max_in_flight, ..HostConfig::default() };
     let host = EntityHost::<Orders>::start(PgStore::new(deps.pool.clone(), writer), host_config).await?;
 
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(relay.run(stop.child_token()));
-    let (js, partitions, config) = (&jetstream, deps.partitions, LoopConfig::default);
     let consumer = |source: &Subscription| format!("{SERVICE}.{}", source.context);
     let inventory = Facts::<InventoryEvent>::new(clock.clone());
-    let inventory = Arc::new(ToEntities::new(host.clone(), inventory, consumer(INVENTORY)));
-    tasks.spawn(consume_subscription(js.clone(), INVENTORY, partitions, inventory, config(), stop.child_token()));
+    runtime.consume(INVENTORY, ToEntities::new(host.clone(), inventory, consumer(INVENTORY)));
     let payment = Facts::<PaymentEvent>::new(clock.clone());
-    let payment = Arc::new(ToEntities::new(host.clone(), payment, consumer(PAYMENT)));
-    tasks.spawn(consume_subscription(js.clone(), PAYMENT, partitions, payment, config(), stop.child_token()));
+    runtime.consume(PAYMENT, ToEntities::new(host.clone(), payment, consumer(PAYMENT)));
     let shipping = Facts::<ShippingEvent>::new(clock.clone());
-    let shipping = Arc::new(ToEntities::new(host.clone(), shipping, consumer(SHIPPING)));
-    tasks.spawn(consume_subscription(js.clone(), SHIPPING, partitions, shipping, config(), stop.child_token()));
+    runtime.consume(SHIPPING, ToEntities::new(host.clone(), shipping, consumer(SHIPPING)));
     let sweeper = DeadlineSweeper::new(deps.pool.clone(), host.clone(), clock.clone());
-    tasks.spawn({
-        let (stop, every) = (stop.child_token(), settings.sweep_every);
-        async move { sweeper.run(leases, SERVICE, every, stop).await }
+    let every = settings.sweep_every;
+    runtime.spawn("deadline sweeper", move |stop| async move { sweeper.run(leases, SERVICE, every, stop).await });
+    let stopping = host.clone();
+    runtime.on_drain(async move {
+        stopping.stop().await;
+        drop(stopping);
+        // The writer commits what is queued once its last handle is gone.
+        if tokio::time::timeout(Duration::from_secs(5), writer_task).await.is_err() {
+            tracing::warn!("the order writer did not finish within 5 s");
+        }
     });
     tracing::info!("order ready");
 
     let service = Arc::new(OrderService {
-        host: host.clone(),
-        pool: deps.pool.clone(),
-        catalog: Caller::new(deps.nats.clone(), settings.catalog_timeout),
+        host,
+        pool: deps.pool,
+        catalog: Caller::new(deps.nats, settings.catalog_timeout),
         clock,
         deadline: settings.checkout_deadline,
     });
     let owned: Vec<Partition> = Partition::all(deps.partitions).collect();
-    let serve_config = ServeConfig { max_in_flight: settings.max_in_flight, ..ServeConfig::default() };
     let routes = handlers::routes(service, &owned, deps.partitions);
-    let served = emporium_nats::rpc::serve(deps.nats.clone(), SERVICE, routes, serve_config, stop.clone()).await;
-    stop.cancel();
-    while let Some(finished) = tasks.join_next().await {
-        if let Err(error) = finished {
-            tracing::error!(%error, "an order task failed");
-        }
-    }
-    host.stop().await;
-    drop(host);
-    // The writer commits what is queued once its last handle is gone.
-    if tokio::time::timeout(Duration::from_secs(5), writer_task).await.is_err() {
-        tracing::warn!("the order writer did not finish within 5 s");
-    }
-    Ok(served?)
+    Ok(runtime.serve(routes, settings.max_in_flight).await?)
 }

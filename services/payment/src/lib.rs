@@ -43,7 +43,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
-use emporium_nats::{LoopConfig, OutboxRelay, OutboxSignal, SharedClock, Subscription, consume_subscription};
+use emporium_nats::{OutboxSignal, ServiceRuntime, SharedClock, Subscription};
 use emporium_platform::settings::{SettingsError, typed};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -126,13 +126,7 @@ impl PaymentSettings {
 }
 
 /// Why the service could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum PaymentError {
-    #[error("migrating the payment database: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error(transparent)]
-    Locks(#[from] emporium_nats::LeaseError),
-}
+pub type PaymentError = emporium_nats::ServiceError;
 
 /// What the service runs on; the host (or a test) opens these. The provider
 /// is injected so a test or benchmark can hold and inspect the simulator.
@@ -147,52 +141,32 @@ pub struct Dependencies {
 
 /// Migrates, then consumes order and inventory events, makes provider
 /// calls, runs recovery and relays its outbox until `stop`; then lets the
-/// calls in flight finish (each bounded by its timeout).
+/// calls in flight finish (each bounded by its timeout) and publishes what
+/// they settled.
 pub async fn run(settings: PaymentSettings, deps: Dependencies, stop: CancellationToken) -> Result<(), PaymentError> {
     store::migrate(&deps.pool).await?;
     let outbox = OutboxSignal::default();
-    let jetstream = async_nats::jetstream::new(deps.nats.clone());
-    let (leases, relay) = OutboxRelay::for_service(
-        SERVICE,
-        deps.pool.clone(),
-        jetstream.clone(),
-        deps.partitions,
-        deps.clock.clone(),
-        outbox.clone(),
-    )
-    .await?;
-    let payments = Payments::new(deps.pool.clone(), outbox, deps.clock.clone(), deps.provider.clone(), &settings);
+    let (mut runtime, leases) =
+        ServiceRuntime::start(SERVICE, &deps.pool, &deps.nats, deps.partitions, &deps.clock, &outbox, stop).await?;
+    let payments = Payments::new(deps.pool, outbox, deps.clock, deps.provider, &settings);
 
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(relay.run(stop.child_token()));
-    let (js, partitions, config) = (&jetstream, deps.partitions, LoopConfig::default);
-    let orders = Arc::new(OrderEvents(payments.clone()));
-    tasks.spawn(consume_subscription(js.clone(), ORDER, partitions, orders, config(), stop.child_token()));
-    let inventory = Arc::new(InventoryEvents(payments.clone()));
-    tasks.spawn(consume_subscription(js.clone(), INVENTORY, partitions, inventory, config(), stop.child_token()));
-    tasks.spawn({
-        let (payments, stop, every) = (payments.clone(), stop.child_token(), settings.recovery_every);
-        async move {
-            emporium_nats::lease::while_leading(&leases, RECOVERY_LEASE, every, stop, || async {
-                if let Err(error) = payments.recover_once().await {
-                    tracing::warn!(%error, "payment recovery step failed");
-                }
-            })
-            .await;
-        }
+    runtime.consume(ORDER, OrderEvents(payments.clone()));
+    runtime.consume(INVENTORY, InventoryEvents(payments.clone()));
+    let (recovery, every) = (payments.clone(), settings.recovery_every);
+    runtime.spawn("recovery", move |stop| async move {
+        emporium_nats::lease::while_leading(&leases, RECOVERY_LEASE, every, stop, || async {
+            if let Err(error) = recovery.recover_once().await {
+                tracing::warn!(%error, "payment recovery step failed");
+            }
+        })
+        .await;
     });
+    runtime.on_drain(async move { payments.drain().await });
     // Registered now, so /metrics shows them at 0 before the first failure.
     calls::capture_failed_total();
     calls::compensation_failed_total();
     tracing::info!("payment ready");
-
-    stop.cancelled().await;
-    while let Some(finished) = tasks.join_next().await {
-        if let Err(error) = finished {
-            tracing::error!(%error, "a payment task failed");
-        }
-    }
-    payments.drain().await;
+    runtime.wait().await;
     Ok(())
 }
 

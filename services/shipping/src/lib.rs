@@ -23,12 +23,9 @@ pub mod store;
 
 use std::sync::Arc;
 
-use emporium_nats::{
-    LoopConfig, OutboxRelay, OutboxSignal, ServeConfig, SharedClock, Subscription, consume_subscription,
-};
+use emporium_nats::{OutboxSignal, ServiceRuntime, Subscription};
 use emporium_platform::settings::{SettingsError, typed};
 use emporium_schemas::values::Text;
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::saga::{OrderEvents, Shipping};
@@ -63,70 +60,22 @@ impl ShippingSettings {
     }
 }
 
-/// Why the service could not start or stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum ShippingError {
-    #[error("migrating the shipping database: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error(transparent)]
-    Locks(#[from] emporium_nats::LeaseError),
-    #[error("subscribing: {0}")]
-    Subscribe(#[from] async_nats::SubscribeError),
-}
+/// Why the service could not start.
+pub type ShippingError = emporium_nats::ServiceError;
 
 /// What the service runs on; the host (or a test) opens these.
-#[derive(Debug, Clone)]
-pub struct Dependencies {
-    pub pool: PgPool,
-    pub nats: async_nats::Client,
-    pub partitions: u16,
-    pub clock: SharedClock,
-}
+pub type Dependencies = emporium_nats::runtime::Dependencies;
 
 /// Migrates, then consumes order events, answers the carrier's commands and
 /// relays its outbox until `stop`.
 pub async fn run(settings: ShippingSettings, deps: Dependencies, stop: CancellationToken) -> Result<(), ShippingError> {
     store::migrate(&deps.pool).await?;
     let outbox = OutboxSignal::default();
-    let jetstream = async_nats::jetstream::new(deps.nats.clone());
-    let (_leases, relay) = OutboxRelay::for_service(
-        SERVICE,
-        deps.pool.clone(),
-        jetstream.clone(),
-        deps.partitions,
-        deps.clock.clone(),
-        outbox.clone(),
-    )
-    .await?;
-    let shipping = Arc::new(Shipping {
-        pool: deps.pool.clone(),
-        outbox: outbox.clone(),
-        clock: deps.clock.clone(),
-        carrier: settings.carrier.clone(),
-    });
+    let (mut runtime, _) =
+        ServiceRuntime::start(SERVICE, &deps.pool, &deps.nats, deps.partitions, &deps.clock, &outbox, stop).await?;
+    let shipping = Arc::new(Shipping { pool: deps.pool, outbox, clock: deps.clock, carrier: settings.carrier });
 
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(relay.run(stop.child_token()));
-    let orders = Arc::new(OrderEvents(shipping.clone()));
-    tasks.spawn(consume_subscription(
-        jetstream.clone(),
-        ORDER,
-        deps.partitions,
-        orders,
-        LoopConfig::default(),
-        stop.child_token(),
-    ));
+    runtime.consume(ORDER, OrderEvents(shipping.clone()));
     tracing::info!("shipping ready");
-
-    let serve_config = ServeConfig { max_in_flight: settings.max_in_flight, ..ServeConfig::default() };
-    let served =
-        emporium_nats::rpc::serve(deps.nats.clone(), SERVICE, handlers::routes(shipping), serve_config, stop.clone())
-            .await;
-    stop.cancel();
-    while let Some(finished) = tasks.join_next().await {
-        if let Err(error) = finished {
-            tracing::error!(%error, "a shipping task failed");
-        }
-    }
-    Ok(served?)
+    runtime.serve(handlers::routes(shipping), settings.max_in_flight).await
 }

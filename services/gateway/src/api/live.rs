@@ -14,8 +14,8 @@
 //! Wire format:
 //! - first `event: order`, the order as `GET /orders/{id}` shows it (so a
 //!   reconnecting client needs no `Last-Event-ID`: the snapshot is complete);
-//! - then `event: status` per change, `{status, at, order}`, `id` = the
-//!   change's place in the timeline;
+//! - then `event: status` per change, `{status, at, order}` (`order` as read
+//!   when the change was seen), `id` = the change's place in the timeline;
 //! - keep-alive comments while idle; the stream ends after `delivered` or
 //!   `cancelled`, at shutdown, or after `GATEWAY_STREAM_MAX_AGE_SECS`
 //!   (the client reconnects). If the order can no longer be read an
@@ -57,7 +57,9 @@ pub struct Streams {
     pub stop: CancellationToken,
 }
 
-/// A `status` event's data: one step of the order's timeline, and the order after it.
+/// A `status` event's data: one step of the order's timeline, and the order
+/// as read when the step was seen (a burst of steps is read once, so the
+/// order may already be further on than this step).
 #[derive(Debug, Serialize)]
 pub struct StatusChange<'a> {
     pub status: OrderStatus,

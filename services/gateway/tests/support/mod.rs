@@ -6,6 +6,8 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // each test binary uses part of it
 
+pub mod shop;
+
 use std::time::Duration;
 
 use emporium_gateway::{Dependencies as GatewayDeps, Gateway, GatewaySettings};
