@@ -79,14 +79,7 @@ pub async fn customer_of(tx: &mut PgConnection, order: OrderId) -> Result<Option
 /// consumers) would otherwise each miss the other: the event parked after
 /// the order took its parked events, and left there for good.
 pub async fn lock_order(tx: &mut PgConnection, order: OrderId) -> Result<(), StoreError> {
-    let bytes = order.as_uuid().as_bytes();
-    // The random tail of the id (v7's leading bytes are a timestamp); a
-    // collision of two orders only makes one wait for the other.
-    let mut tail = [0_u8; 8];
-    tail.copy_from_slice(&bytes[8..]);
-    let key = i64::from_be_bytes(tail);
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(tx).await?;
-    Ok(())
+    Ok(emporium_nats::inbox::lock_key(tx, *order.as_uuid()).await?)
 }
 
 /// An event kept until its order's customer is known: its envelope's type

@@ -79,14 +79,7 @@ macro_rules! columns {
 /// would otherwise both see "nothing yet" and leave a shipment beside a
 /// remembered cancellation.
 pub async fn lock_order(tx: &mut PgConnection, order: OrderId) -> Result<(), StoreError> {
-    let bytes = order.as_uuid().as_bytes();
-    // The random tail of the id (v7's leading bytes are a timestamp); a
-    // collision of two orders only makes one wait for the other.
-    let mut tail = [0_u8; 8];
-    tail.copy_from_slice(&bytes[8..]);
-    let key = i64::from_be_bytes(tail);
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(tx).await?;
-    Ok(())
+    Ok(emporium_nats::inbox::lock_key(tx, *order.as_uuid()).await?)
 }
 
 /// What shipping knows of `order`, with its shipment (locked) if it has one.
