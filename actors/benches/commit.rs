@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use emporium_actors::{CommitMeta, EntityHost, GroupCommit, HostConfig, Persistent, PgStore, WriterConfig, postgres};
 use emporium_nats::{OutboxSignal, OutgoingEvent, outbox};
-use emporium_schemas::{EntityKey, Envelope, Seq};
+use emporium_schemas::{EntityKey, Seq};
 use emporium_test_harness::TestDatabase;
 use emporium_test_harness::events::shipped_payload;
 
@@ -39,14 +39,7 @@ impl Persistent for Counter {
         _: &Incremented,
         meta: &CommitMeta,
     ) -> Result<Option<OutgoingEvent>, serde_json::Error> {
-        OutgoingEvent::encode(&Envelope::new(
-            key.clone(),
-            seq,
-            meta.correlation_id,
-            meta.causation_id,
-            shipped_payload(),
-        ))
-        .map(Some)
+        OutgoingEvent::caused_by(key.clone(), seq, meta.origin(), shipped_payload()).map(Some)
     }
 
     fn deadline_reached(_: chrono::DateTime<Utc>) {}

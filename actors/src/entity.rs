@@ -8,6 +8,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::hash::Hash;
 
+use emporium_schemas::Origin;
 use uuid::Uuid;
 
 use crate::writer::InboxEntry;
@@ -63,8 +64,15 @@ pub struct CommitMeta {
 
 impl CommitMeta {
     /// Where the events of this commit come from.
-    pub fn origin(&self) -> emporium_schemas::Origin {
-        emporium_schemas::Origin { correlation_id: self.correlation_id, causation_id: self.causation_id }
+    pub fn origin(&self) -> Origin {
+        Origin { correlation_id: self.correlation_id, causation_id: self.causation_id }
+    }
+}
+
+/// A commit caused by the message `origin` names, with no inbox entry.
+impl From<Origin> for CommitMeta {
+    fn from(origin: Origin) -> Self {
+        Self { correlation_id: origin.correlation_id, causation_id: origin.causation_id, inbox: None }
     }
 }
 

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use emporium_nats::{Delivery, EventSet, Handled, Handler, HandlerError};
-use emporium_schemas::Envelope;
+use emporium_schemas::{Envelope, Origin};
 
 use crate::entity::{CommitMeta, Entity};
 use crate::host::{EntityHost, HostError};
@@ -46,9 +46,8 @@ impl<E: Entity, R: EventRoute<E>> Handler for ToEntities<E, R> {
     async fn handle(&self, event: Envelope<R::Event>, _delivery: &Delivery) -> Result<Handled, HandlerError> {
         let Some((id, command)) = self.route.route(&event) else { return Ok(Handled::Skipped) };
         let meta = CommitMeta {
-            correlation_id: event.correlation_id,
-            causation_id: *event.id.as_uuid(),
             inbox: Some(InboxEntry { consumer: self.consumer.clone(), event: event.id }),
+            ..Origin::from(&event).into()
         };
         match self.host.send_with(id, command, meta).await {
             Ok(events) if events.is_empty() => Ok(Handled::Skipped),

@@ -108,14 +108,7 @@ impl Persistent for Ticket {
         meta: &CommitMeta,
     ) -> Result<Option<OutgoingEvent>, serde_json::Error> {
         // Any registered event type will do for the test: the envelope is what matters.
-        OutgoingEvent::encode(&Envelope::new(
-            key.clone(),
-            seq,
-            meta.correlation_id,
-            meta.causation_id,
-            shipped_payload(),
-        ))
-        .map(Some)
+        OutgoingEvent::caused_by(key.clone(), seq, meta.origin(), shipped_payload()).map(Some)
     }
 
     fn deadline(state: &TicketState) -> Option<DateTime<Utc>> {

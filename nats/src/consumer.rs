@@ -549,35 +549,6 @@ async fn ack(message: &jetstream::Message, kind: AckKind) {
     }
 }
 
-/// Runs one [`ConsumerLoop`] per partition of `subscription`, all sharing
-/// `handler`, until `stop` is cancelled and each has finished its work in hand.
-/// The durable consumers must exist (`emporium provision`).
-pub async fn consume_subscription<H: Handler>(
-    jetstream: jetstream::Context,
-    subscription: &crate::Subscription,
-    partitions: u16,
-    handler: Arc<H>,
-    config: LoopConfig,
-    stop: CancellationToken,
-) {
-    let mut loops = tokio::task::JoinSet::new();
-    for partition in emporium_schemas::Partition::all(partitions) {
-        let consumer_loop = ConsumerLoop::new(
-            jetstream.clone(),
-            crate::topology::event_stream(subscription.context),
-            subscription.durable_name(partition),
-            handler.clone(),
-            config.clone(),
-        );
-        loops.spawn(consumer_loop.run(stop.clone()));
-    }
-    while let Some(finished) = loops.join_next().await {
-        if let Err(error) = finished {
-            tracing::error!(%error, service = subscription.service, context = subscription.context, "a consumer loop panicked");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

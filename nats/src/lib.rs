@@ -33,9 +33,7 @@ pub mod runtime;
 pub mod topology;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
-pub use consumer::{
-    ConsumerLoop, Delivery, EventSet, Freshness, Handled, Handler, HandlerError, LoopConfig, consume_subscription,
-};
+pub use consumer::{ConsumerLoop, Delivery, EventSet, Freshness, Handled, Handler, HandlerError, LoopConfig};
 pub use lease::{Acquire, Lease, LeaseError, Leases};
 pub use outbox::{OutboxRelay, OutboxSignal, RelayConfig};
 pub use provision::{ProvisionError, provision};

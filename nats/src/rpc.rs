@@ -222,8 +222,9 @@ impl Default for ServeConfig {
     }
 }
 
-/// Answers every route's command in `queue_group` until `stop`, then lets
-/// the requests in flight finish.
+/// Answers every route's command in `queue_group` until `stop`, each request
+/// in a task of its own, at most `config.max_in_flight` at once (the rest are
+/// answered `overloaded` at once), then lets the requests in flight finish.
 pub async fn serve<S: Send + Sync + 'static>(
     client: async_nats::Client,
     queue_group: &str,
@@ -238,25 +239,6 @@ pub async fn serve<S: Send + Sync + 'static>(
     for subject in routes.table.keys() {
         subscriptions.push(client.queue_subscribe(subject.clone(), queue_group.to_owned()).await?);
     }
-    answer_requests(client, subscriptions, config, stop, move |subject, payload| {
-        routes.table.get(subject).map(|route| route(routes.state.clone(), payload))
-    })
-    .await;
-    Ok(())
-}
-
-/// The one request-answering loop: takes requests from `subscriptions`
-/// until `stop`, answers each with `respond(subject, payload)` in a task of
-/// its own, at most `config.max_in_flight` at once (the rest are answered
-/// `overloaded` at once), then waits for the requests in flight. A request
-/// `respond` has no answer for is dropped (the caller times out).
-async fn answer_requests(
-    client: async_nats::Client,
-    subscriptions: Vec<async_nats::Subscriber>,
-    config: ServeConfig,
-    stop: CancellationToken,
-    respond: impl Fn(&str, &[u8]) -> Option<Answer>,
-) {
     let permits = Arc::new(Semaphore::new(config.max_in_flight));
     let in_flight = TaskTracker::new();
     let mut requests = futures::stream::select_all(subscriptions);
@@ -281,7 +263,9 @@ async fn answer_requests(
             .map(|value| value.as_str().to_owned())
             .unwrap_or_default();
         let span = tracing::info_span!("command", subject = %request.subject, request.id = %request_id);
-        let Some(answer) = respond(request.subject.as_str(), &request.payload) else { continue };
+        // Every subscription is a route's subject.
+        let Some(route) = routes.table.get(request.subject.as_str()) else { continue };
+        let answer = route(routes.state.clone(), &request.payload);
         let client = client.clone();
         in_flight.spawn(
             async move {
@@ -296,4 +280,5 @@ async fn answer_requests(
     }
     in_flight.close();
     in_flight.wait().await;
+    Ok(())
 }

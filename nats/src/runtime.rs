@@ -23,17 +23,18 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use emporium_schemas::Partition;
 use sqlx::PgPool;
 use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::SharedClock;
-use crate::consumer::{Handler, LoopConfig, consume_subscription};
+use crate::consumer::{ConsumerLoop, Handler, LoopConfig};
 use crate::lease::{LeaseError, Leases};
 use crate::outbox::{OutboxRelay, OutboxSignal};
 use crate::rpc::{Routes, ServeConfig};
-use crate::topology::Subscription;
+use crate::topology::{Subscription, event_stream};
 
 /// What any event-driven service can fail with at start. Services that can
 /// fail in more ways wrap it in their own error.
@@ -129,13 +130,21 @@ impl ServiceRuntime {
         Ok((runtime, leases))
     }
 
-    /// Runs the consumer loop of `subscription` (one per partition) with `handler`.
+    /// Runs a consumer loop on each partition's durable consumer of
+    /// `subscription` (they must exist: `emporium provision`), all sharing `handler`.
     pub fn consume<H: Handler>(&mut self, subscription: &Subscription, handler: H) {
-        let (jetstream, partitions) = (self.jetstream.clone(), self.partitions);
-        let (subscription, handler) = (subscription.clone(), Arc::new(handler));
-        self.spawn(format!("{} consumer", subscription.context), move |stop| async move {
-            consume_subscription(jetstream, &subscription, partitions, handler, LoopConfig::default(), stop).await;
-        });
+        let handler = Arc::new(handler);
+        for partition in Partition::all(self.partitions) {
+            let durable = subscription.durable_name(partition);
+            let consumer_loop = ConsumerLoop::new(
+                self.jetstream.clone(),
+                event_stream(subscription.context),
+                durable.clone(),
+                handler.clone(),
+                LoopConfig::default(),
+            );
+            self.spawn(durable, |stop| consumer_loop.run(stop));
+        }
     }
 
     /// Runs one of the service's own tasks (a sweeper, a sender): `task` is

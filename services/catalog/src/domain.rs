@@ -8,6 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use emporium_schemas::Principal;
 use emporium_schemas::commands::catalog::{SearchProducts, SortOrder};
 use emporium_schemas::values::{CategoryId, Money, ProductId, ReviewId, Role, Stars, UserId};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// A rule broken by a value the caller sent; `field` names it.
@@ -36,9 +37,41 @@ fn bounded(field: &'static str, text: &str, min: usize, max: usize) -> Result<St
     Ok(trimmed.to_owned())
 }
 
+/// [`bounded`], and on one line.
+fn one_line(field: &'static str, text: &str, min: usize, max: usize) -> Result<String, Invalid> {
+    let line = bounded(field, text, min, max)?;
+    if line.contains('\n') {
+        return Err(invalid(field, "must be one line"));
+    }
+    Ok(line)
+}
+
+/// A page size: `limit`, or `default` when absent; 1 to `max`.
+fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, Invalid> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(invalid("limit", format!("must be 1 to {max}")));
+    }
+    Ok(limit)
+}
+
+/// A cursor as clients carry it: its JSON, base64url.
+fn encode_cursor(cursor: &impl Serialize) -> String {
+    // Cursors are plain numbers and ids: they always serialize.
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(cursor).unwrap_or_default())
+}
+
+fn decode_cursor<T: DeserializeOwned>(text: &str) -> Result<T, Invalid> {
+    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad_cursor())?;
+    serde_json::from_slice(&bytes).map_err(|_| bad_cursor())
+}
+
+fn bad_cursor() -> Invalid {
+    invalid("cursor", "is not a cursor this API gave out")
+}
+
 pub fn product_name(text: &str) -> Result<String, Invalid> {
-    bounded("name", text, 1, 200)
-        .and_then(|name| if name.contains('\n') { Err(invalid("name", "must be one line")) } else { Ok(name) })
+    one_line("name", text, 1, 200)
 }
 
 pub fn description(text: &str) -> Result<String, Invalid> {
@@ -46,8 +79,7 @@ pub fn description(text: &str) -> Result<String, Invalid> {
 }
 
 pub fn category_name(text: &str) -> Result<String, Invalid> {
-    bounded("name", text, 1, 100)
-        .and_then(|name| if name.contains('\n') { Err(invalid("name", "must be one line")) } else { Ok(name) })
+    one_line("name", text, 1, 100)
 }
 
 /// The highest price the catalog takes: ten million in major units of a
@@ -90,10 +122,7 @@ impl ReviewDraft {
     pub fn parse(rating: u8, title: &str, body: &str) -> Result<Self, Invalid> {
         let rating = Stars::try_from(rating)
             .map_err(|_| invalid("rating", format!("must be {} to {} stars, got {rating}", Stars::MIN, Stars::MAX)))?;
-        let title = bounded("title", title, 1, Self::MAX_TITLE)?;
-        if title.contains('\n') {
-            return Err(invalid("title", "must be one line"));
-        }
+        let title = one_line("title", title, 1, Self::MAX_TITLE)?;
         let body = bounded("body", body, 1, Self::MAX_BODY)?;
         Ok(Self { rating, title, body })
     }
@@ -139,26 +168,18 @@ impl ReviewsPage {
     pub const MAX_LIMIT: u32 = 100;
 
     pub fn parse(cursor: Option<&str>, limit: Option<u32>) -> Result<Self, Invalid> {
-        let limit = limit.unwrap_or(Self::DEFAULT_LIMIT);
-        if !(1..=Self::MAX_LIMIT).contains(&limit) {
-            return Err(invalid("limit", format!("must be 1 to {}", Self::MAX_LIMIT)));
-        }
-        let after = match cursor.map(str::trim).filter(|c| !c.is_empty()) {
-            None => None,
-            Some(text) => {
-                let bad = || invalid("cursor", "is not a cursor this API gave out");
-                let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
-                let cursor: ReviewCursor = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-                Some(cursor.review)
-            }
-        };
+        let limit = page_limit(limit, Self::DEFAULT_LIMIT, Self::MAX_LIMIT)?;
+        let after = cursor
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|text| decode_cursor(text).map(|cursor: ReviewCursor| cursor.review))
+            .transpose()?;
         Ok(Self { after, limit })
     }
 
     /// The cursor of the page after the one that ended with `last`.
     pub fn cursor_after(last: ReviewId) -> String {
-        // A cursor is one id: it always serializes.
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&ReviewCursor { review: last }).unwrap_or_default())
+        encode_cursor(&ReviewCursor { review: last })
     }
 }
 
@@ -205,10 +226,7 @@ impl Search {
         {
             return Err(invalid("max_price", "must not be below min_price"));
         }
-        let limit = limit.unwrap_or(Self::DEFAULT_LIMIT);
-        if !(1..=Self::MAX_LIMIT).contains(&limit) {
-            return Err(invalid("limit", format!("must be 1 to {}", Self::MAX_LIMIT)));
-        }
+        let limit = page_limit(limit, Self::DEFAULT_LIMIT, Self::MAX_LIMIT)?;
         // Relevance needs words to be relevant to; without them the newest come first.
         let sort = match sort.unwrap_or_default() {
             SortOrder::Relevance if q.is_none() => SortOrder::Newest,
@@ -238,20 +256,17 @@ pub enum Cursor {
 
 impl Cursor {
     pub fn encode(&self) -> String {
-        // A cursor is a plain enum of numbers and ids: it always serializes.
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+        encode_cursor(self)
     }
 
     pub fn decode(text: &str) -> Result<Self, Invalid> {
-        let bad = || invalid("cursor", "is not a cursor this API gave out");
-        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
-        let cursor: Cursor = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+        let cursor: Cursor = decode_cursor(text)?;
         let finite = match &cursor {
             Cursor::Relevance { rank, .. } => rank.is_finite(),
             Cursor::Rating { average, .. } => average.is_finite(),
             Cursor::Price { .. } | Cursor::Newest { .. } => true,
         };
-        if finite { Ok(cursor) } else { Err(bad()) }
+        if finite { Ok(cursor) } else { Err(bad_cursor()) }
     }
 
     fn fits(&self, sort: SortOrder) -> bool {

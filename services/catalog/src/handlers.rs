@@ -11,14 +11,14 @@ use emporium_schemas::commands::catalog::{
 };
 use emporium_schemas::events::catalog::{ProductCreated, ProductDeleted, ProductUpdated, ReviewAdded};
 use emporium_schemas::values::{CategoryId, ProductId, ReviewId, Role, Text};
-use emporium_schemas::{CommandEnvelope, EntityKey, ErrorKind, Event, Origin, ReplyError, Seq};
-use sqlx::PgPool;
+use emporium_schemas::{CommandEnvelope, EntityKey, ErrorKind, Event, Origin, Principal, ReplyError, Seq};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::cache::ProductCache;
 use crate::domain::{self, Invalid, MAX_CATEGORY_DEPTH, ReviewDraft, ReviewsPage, Search};
 use crate::search;
-use crate::store::{self, NewReview, ProductFields, StoreError};
+use crate::store::{self, LockedProduct, NewReview, ProductFields, StoreError};
 
 /// Everything the answers share.
 #[derive(Debug)]
@@ -89,12 +89,26 @@ fn event_name(name: &str) -> Result<Text, ReplyError> {
     Text::try_from(name.to_owned()).map_err(|e| ReplyError::invalid("name", e.to_string()))
 }
 
+/// Product `id` locked in `tx`, if `principal` may change it (its seller or an
+/// admin); else 403 with `refused`.
+async fn lock_own_product(
+    tx: &mut PgConnection,
+    principal: &Principal,
+    id: ProductId,
+    refused: &'static str,
+) -> Result<LockedProduct, ReplyError> {
+    let locked = store::lock_product(tx, id).await?.ok_or_else(not_found)?;
+    if !domain::may_edit(principal, locked.product.seller_id) {
+        return Err(ReplyError::new(ErrorKind::Forbidden, refused));
+    }
+    Ok(locked)
+}
+
 impl Catalog {
-    async fn category_path(&self, category: Option<CategoryId>) -> Result<Vec<Uuid>, ReplyError> {
+    /// The path of `category` (empty for none), which the request named in `field`.
+    async fn category_path(&self, field: &'static str, category: Option<CategoryId>) -> Result<Vec<Uuid>, ReplyError> {
         let Some(category) = category else { return Ok(Vec::new()) };
-        store::category_path(&self.pool, category)
-            .await?
-            .ok_or_else(|| ReplyError::invalid("category_id", "no such category"))
+        store::category_path(&self.pool, category).await?.ok_or_else(|| ReplyError::invalid(field, "no such category"))
     }
 
     async fn create_product(&self, command: &CommandEnvelope<CreateProduct>) -> Result<ProductView, ReplyError> {
@@ -110,7 +124,7 @@ impl Catalog {
             price: request.price.clone(),
             category_id: request.category_id,
         };
-        let path = self.category_path(fields.category_id).await?;
+        let path = self.category_path("category_id", fields.category_id).await?;
         let id = ProductId::new_v7();
         let created = ProductCreated {
             product_id: id,
@@ -139,16 +153,14 @@ impl Catalog {
         let name = request.name.as_deref().map(domain::product_name).transpose()?;
         let description = request.description.as_deref().map(domain::description).transpose()?;
         let new_path = match request.category_id {
-            Some(category) => Some(self.category_path(category).await?),
+            Some(category) => Some(self.category_path("category_id", category).await?),
             None => None,
         };
 
         let mut tx = self.pool.begin().await.map_err(|e| internal(&e))?;
-        let locked = store::lock_product(&mut tx, id).await?.ok_or_else(not_found)?;
+        let refused = "only the product's seller or an admin may change it";
+        let locked = lock_own_product(&mut tx, &principal, id, refused).await?;
         let (current, version) = (locked.product, locked.version);
-        if !domain::may_edit(&principal, current.seller_id) {
-            return Err(ReplyError::new(ErrorKind::Forbidden, "only the product's seller or an admin may change it"));
-        }
         let fields = ProductFields {
             name: name.unwrap_or(current.name),
             description: description.unwrap_or(current.description),
@@ -177,13 +189,10 @@ impl Catalog {
         let principal = command.signed_in()?;
         let id = command.data.product_id;
         let mut tx = self.pool.begin().await.map_err(|e| internal(&e))?;
-        let locked = store::lock_product(&mut tx, id).await?.ok_or_else(not_found)?;
-        let (current, version) = (locked.product, locked.version);
-        if !domain::may_edit(&principal, current.seller_id) {
-            return Err(ReplyError::new(ErrorKind::Forbidden, "only the product's seller or an admin may delete it"));
-        }
-        let version = version + 1;
-        let deleted = ProductDeleted { product_id: id, seller_id: current.seller_id };
+        let refused = "only the product's seller or an admin may delete it";
+        let locked = lock_own_product(&mut tx, &principal, id, refused).await?;
+        let version = locked.version + 1;
+        let deleted = ProductDeleted { product_id: id, seller_id: locked.product.seller_id };
         let event = product_event(command, id, version, deleted)?;
         store::delete_product(&mut tx, id, version, self.clock.now(), &event).await?;
         tx.commit().await.map_err(|e| internal(&e))?;
@@ -267,25 +276,13 @@ impl Catalog {
             return Err(ReplyError::new(ErrorKind::Forbidden, "only admins manage categories"));
         }
         let name = domain::category_name(&command.data.name)?;
-        let parent = match command.data.parent_id {
-            None => None,
-            Some(parent) => {
-                let path = store::category_path(&self.pool, parent)
-                    .await?
-                    .ok_or_else(|| ReplyError::invalid("parent_id", "no such category"))?;
-                if path.len() >= MAX_CATEGORY_DEPTH {
-                    return Err(ReplyError::invalid(
-                        "parent_id",
-                        format!("categories nest at most {MAX_CATEGORY_DEPTH} deep"),
-                    ));
-                }
-                Some((parent, path))
-            }
-        };
+        let parent_path = self.category_path("parent_id", command.data.parent_id).await?;
+        if parent_path.len() >= MAX_CATEGORY_DEPTH {
+            return Err(ReplyError::invalid("parent_id", format!("categories nest at most {MAX_CATEGORY_DEPTH} deep")));
+        }
+        let parent = command.data.parent_id.map(|parent| (parent, parent_path.as_slice()));
         let id = CategoryId::new_v7();
-        let category =
-            store::create_category(&self.pool, id, &name, parent.as_ref().map(|(p, path)| (*p, path.as_slice())))
-                .await?;
+        let category = store::create_category(&self.pool, id, &name, parent).await?;
         tracing::info!(category.id = %id, "category created");
         Ok(category)
     }

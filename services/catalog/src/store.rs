@@ -3,6 +3,8 @@
 //! (no compile-time database). A product change (a review included) and its
 //! event commit together through the outbox.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use emporium_actors::StateChange;
 use emporium_nats::OutgoingEvent;
@@ -11,8 +13,9 @@ use emporium_schemas::values::{
     CategoryId, Currency, Money, OrderId, ProductId, ReviewId, Stars, StockLevel, UserId, ValueError,
 };
 use futures::future::BoxFuture;
-use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::{PgConnection, PgPool, Postgres, Row};
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -127,25 +130,13 @@ pub async fn create_product(
     event: &OutgoingEvent,
 ) -> Result<ProductView, StoreError> {
     let sql = format!(
-        "INSERT INTO products (id, seller_id, name, description, price_amount, currency, category_id,
-                               category_path, version, created_at, updated_at)
+        "INSERT INTO products (id, name, description, price_amount, currency, category_id, category_path,
+                               seller_id, version, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9)
          RETURNING {PRODUCT_COLUMNS}"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id.as_uuid())
-        .bind(seller.as_uuid())
-        .bind(&fields.name)
-        .bind(&fields.description)
-        .bind(fields.price.amount.get())
-        .bind(fields.price.currency.as_str())
-        .bind(fields.category_id.map(|c| *c.as_uuid()))
-        .bind(category_path)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-    emporium_nats::outbox::append(tx, std::slice::from_ref(event)).await?;
-    product_of(&row)
+    let query = with_fields(sqlx::query(sqlx::AssertSqlSafe(sql)), id, fields, category_path);
+    write_product(tx, query.bind(seller.as_uuid()).bind(now), event).await
 }
 
 /// Writes a locked product's new fields as `version` and its `catalog.product_updated` event.
@@ -164,7 +155,19 @@ pub async fn update_product(
          WHERE id = $1
          RETURNING {PRODUCT_COLUMNS}"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let query = with_fields(sqlx::query(sqlx::AssertSqlSafe(sql)), id, fields, category_path);
+    write_product(tx, query.bind(version).bind(now), event).await
+}
+
+/// Binds a product's id as `$1`, then what a command may change as `$2` to
+/// `$7`: name, description, price amount and currency, category and its path.
+fn with_fields<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    id: ProductId,
+    fields: &ProductFields,
+    category_path: &[Uuid],
+) -> Query<'q, Postgres, PgArguments> {
+    query
         .bind(id.as_uuid())
         .bind(&fields.name)
         .bind(&fields.description)
@@ -172,10 +175,16 @@ pub async fn update_product(
         .bind(fields.price.currency.as_str())
         .bind(fields.category_id.map(|c| *c.as_uuid()))
         .bind(category_path)
-        .bind(version)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
+}
+
+/// Runs a product's insert or update (returning [`PRODUCT_COLUMNS`]) and
+/// appends its event, in `tx`.
+async fn write_product(
+    tx: &mut PgConnection,
+    query: Query<'_, Postgres, PgArguments>,
+    event: &OutgoingEvent,
+) -> Result<ProductView, StoreError> {
+    let row = query.fetch_one(&mut *tx).await?;
     emporium_nats::outbox::append(tx, std::slice::from_ref(event)).await?;
     product_of(&row)
 }
@@ -375,24 +384,17 @@ pub async fn create_category(
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Err(StoreError::CategoryNameTaken),
         other => other?,
     };
-    let names: std::collections::HashMap<Uuid, String> =
-        sqlx::query_as("SELECT id, name FROM categories WHERE id = ANY($1)")
-            .bind(&path)
-            .fetch_all(pool)
-            .await?
-            .into_iter()
-            .collect();
+    let names: HashMap<Uuid, String> = sqlx::query_as("SELECT id, name FROM categories WHERE id = ANY($1)")
+        .bind(&path)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .collect();
     Ok(CategoryView {
         id,
         name: name.to_owned(),
         parent_id: parent.map(|(parent, _)| parent),
-        path: path
-            .iter()
-            .map(|step| CategoryStep {
-                id: CategoryId::from_uuid(*step),
-                name: names.get(step).cloned().unwrap_or_default(),
-            })
-            .collect(),
+        path: steps(&path, &names),
         children: Vec::new(),
     })
 }
@@ -402,8 +404,8 @@ pub async fn categories(pool: &PgPool) -> Result<Vec<CategoryView>, StoreError> 
     let rows = sqlx::query("SELECT id, parent_id, name, path FROM categories ORDER BY cardinality(path), lower(name)")
         .fetch_all(pool)
         .await?;
-    let mut names = std::collections::HashMap::with_capacity(rows.len());
-    let mut children: std::collections::HashMap<Uuid, Vec<CategoryId>> = std::collections::HashMap::new();
+    let mut names = HashMap::with_capacity(rows.len());
+    let mut children: HashMap<Uuid, Vec<CategoryId>> = HashMap::new();
     for row in &rows {
         let id: Uuid = row.try_get("id")?;
         names.insert(id, row.try_get::<String, _>("name")?);
@@ -417,17 +419,21 @@ pub async fn categories(pool: &PgPool) -> Result<Vec<CategoryView>, StoreError> 
             let path: Vec<Uuid> = row.try_get("path")?;
             Ok(CategoryView {
                 id: CategoryId::from_uuid(id),
-                name: names.get(&id).cloned().unwrap_or_default(),
+                name: row.try_get("name")?,
                 parent_id: row.try_get::<Option<Uuid>, _>("parent_id")?.map(CategoryId::from_uuid),
-                path: path
-                    .iter()
-                    .map(|step| CategoryStep {
-                        id: CategoryId::from_uuid(*step),
-                        name: names.get(step).cloned().unwrap_or_default(),
-                    })
-                    .collect(),
+                path: steps(&path, &names),
                 children: children.remove(&id).unwrap_or_default(),
             })
+        })
+        .collect()
+}
+
+/// A category's path, each step named from `names`.
+fn steps(path: &[Uuid], names: &HashMap<Uuid, String>) -> Vec<CategoryStep> {
+    path.iter()
+        .map(|step| CategoryStep {
+            id: CategoryId::from_uuid(*step),
+            name: names.get(step).cloned().unwrap_or_default(),
         })
         .collect()
 }

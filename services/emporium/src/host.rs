@@ -103,6 +103,15 @@ impl Service {
         stop: CancellationToken,
     ) -> anyhow::Result<()> {
         let env = |name: &str| std::env::var(name).ok();
+        // What a service that needs nothing more than the runtime's share runs on.
+        let runtime_dependencies = || -> anyhow::Result<emporium_nats::runtime::Dependencies> {
+            Ok(emporium_nats::runtime::Dependencies {
+                pool: open_database(&connections, &readiness, self.name())?,
+                nats: connections.nats().clone(),
+                partitions: settings.partitions,
+                clock: Arc::new(emporium_nats::SystemClock),
+            })
+        };
         match self {
             Service::Gateway => {
                 let gateway_settings = emporium_gateway::GatewaySettings::from_source(env)?;
@@ -150,14 +159,7 @@ impl Service {
             }
             Service::Order => {
                 let order_settings = emporium_order::OrderSettings::from_source(env)?;
-                let pool = open_database(&connections, &readiness, emporium_order::SERVICE)?;
-                let deps = emporium_order::Dependencies {
-                    pool,
-                    nats: connections.nats().clone(),
-                    partitions: settings.partitions,
-                    clock: Arc::new(emporium_nats::SystemClock),
-                };
-                emporium_order::run(order_settings, deps, stop).await?;
+                emporium_order::run(order_settings, runtime_dependencies()?, stop).await?;
             }
             Service::Payment => {
                 let payment_settings = emporium_payment::PaymentSettings::from_source(env)?;
@@ -176,25 +178,11 @@ impl Service {
             }
             Service::Shipping => {
                 let shipping_settings = emporium_shipping::ShippingSettings::from_source(env)?;
-                let pool = open_database(&connections, &readiness, emporium_shipping::SERVICE)?;
-                let deps = emporium_shipping::Dependencies {
-                    pool,
-                    nats: connections.nats().clone(),
-                    partitions: settings.partitions,
-                    clock: Arc::new(emporium_nats::SystemClock),
-                };
-                emporium_shipping::run(shipping_settings, deps, stop).await?;
+                emporium_shipping::run(shipping_settings, runtime_dependencies()?, stop).await?;
             }
             Service::Notification => {
                 let notification_settings = emporium_notification::NotificationSettings::from_source(env)?;
-                let pool = open_database(&connections, &readiness, emporium_notification::SERVICE)?;
-                let deps = emporium_notification::Dependencies {
-                    pool,
-                    nats: connections.nats().clone(),
-                    partitions: settings.partitions,
-                    clock: Arc::new(emporium_nats::SystemClock),
-                };
-                emporium_notification::run(notification_settings, deps, stop).await?;
+                emporium_notification::run(notification_settings, runtime_dependencies()?, stop).await?;
             }
             Service::Cart => {
                 let cart_settings = emporium_cart::CartSettings::from_source(env)?;

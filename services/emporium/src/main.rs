@@ -11,6 +11,9 @@ mod operator;
 mod provision;
 mod watch;
 
+use std::sync::LazyLock;
+
+use clap::builder::PossibleValue;
 use clap::{Parser, Subcommand, ValueEnum};
 use emporium_platform::{Settings, telemetry};
 
@@ -78,36 +81,21 @@ enum OutboxCommand {
     },
 }
 
-/// A service name on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ServiceArg {
-    All,
-    Catalog,
-    Gateway,
-    Identity,
-    Inventory,
-    Order,
-    Payment,
-    Shipping,
-    Notification,
-    Cart,
-}
+/// A service named on the command line (as the service calls itself), or
+/// `all` (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ServiceArg(Option<host::Service>);
 
-impl ServiceArg {
-    /// The one service named, `None` for `all`.
-    fn service(self) -> Option<host::Service> {
-        match self {
-            ServiceArg::All => None,
-            ServiceArg::Gateway => Some(host::Service::Gateway),
-            ServiceArg::Identity => Some(host::Service::Identity),
-            ServiceArg::Catalog => Some(host::Service::Catalog),
-            ServiceArg::Inventory => Some(host::Service::Inventory),
-            ServiceArg::Order => Some(host::Service::Order),
-            ServiceArg::Payment => Some(host::Service::Payment),
-            ServiceArg::Shipping => Some(host::Service::Shipping),
-            ServiceArg::Notification => Some(host::Service::Notification),
-            ServiceArg::Cart => Some(host::Service::Cart),
-        }
+impl ValueEnum for ServiceArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        static VARIANTS: LazyLock<Vec<ServiceArg>> = LazyLock::new(|| {
+            std::iter::once(ServiceArg(None)).chain(host::Service::ALL.iter().map(|s| ServiceArg(Some(*s)))).collect()
+        });
+        &VARIANTS
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.0.map_or("all", host::Service::name)))
     }
 }
 
@@ -136,7 +124,7 @@ fn main() -> anyhow::Result<()> {
             }
             Commands::Outbox { command: OutboxCommand::Replay { since, service } } => {
                 let since = operator::parse_since(&since, chrono::Utc::now()).map_err(anyhow::Error::msg)?;
-                let only = service.and_then(ServiceArg::service);
+                let only = service.and_then(|arg| arg.0);
                 operator::outbox_replay(&settings, since, only).await
             }
         }
@@ -145,10 +133,10 @@ fn main() -> anyhow::Result<()> {
 
 /// The services named on the command line, `all` (or nothing) meaning every one.
 fn selected(args: &[ServiceArg]) -> Vec<host::Service> {
-    if args.is_empty() || args.contains(&ServiceArg::All) {
+    if args.is_empty() || args.contains(&ServiceArg(None)) {
         return host::Service::ALL.to_vec();
     }
-    let mut services: Vec<host::Service> = args.iter().copied().filter_map(ServiceArg::service).collect();
+    let mut services: Vec<host::Service> = args.iter().filter_map(|arg| arg.0).collect();
     services.dedup();
     services
 }

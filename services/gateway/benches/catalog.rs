@@ -18,22 +18,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use reqwest::Method;
-use support::{Stack, drive, ms};
+use support::{Stack, drive, knob, ms};
 use uuid::Uuid;
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 #[tokio::main]
 async fn main() {
     let secs = knob("BENCH_SECS", 5);
     let products = knob("BENCH_PRODUCTS", 100_000);
-    let mut stack = Stack::with(|_, gateway| {
-        gateway.rate_limits.per_ip = u64::MAX / 4;
-        gateway.rate_limits.per_user = u64::MAX / 4;
-    })
-    .await;
+    let mut stack = Stack::unlimited().await;
     stack.start_catalog().await;
     let pool = stack.catalog_db.as_ref().unwrap().pool().clone();
     let seeding = Instant::now();

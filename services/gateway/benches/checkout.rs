@@ -28,12 +28,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Stack, ms};
+use support::shop::address;
+use support::{Stack, knob, ms};
 use tokio::sync::oneshot;
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// When each order was confirmed, or who waits to hear it.
 #[derive(Default)]
@@ -128,12 +125,7 @@ async fn main() {
     let product_count = knob("BENCH_CHECKOUT_PRODUCTS", 64);
     let over_sse = std::env::var("BENCH_FOLLOW").is_ok_and(|follow| follow == "sse");
 
-    let mut stack = Stack::with(|_, gateway| {
-        gateway.rate_limits.per_ip = u64::MAX / 4;
-        gateway.rate_limits.per_user = u64::MAX / 4;
-        gateway.rate_limits.auth_per_ip = u64::MAX / 4;
-    })
-    .await;
+    let mut stack = Stack::unlimited().await;
     Box::pin(stack.start_catalog()).await;
     Box::pin(stack.start_commerce(|_, payment| {
         payment.provider_latency = Duration::from_millis(latency_ms);
@@ -181,10 +173,7 @@ async fn main() {
                 let line = json!({ "product_id": product, "quantity": 1 });
                 let added = stack.send_as(&customer, Method::POST, "/api/v1/cart/items", &line).await;
                 assert_eq!(added.status(), 200, "adding to the cart");
-                let body = json!({
-                    "shipping_address": { "name": "Bench", "line1": "1 Load St", "city": "Perf", "postal_code": "1000", "country": "NL" },
-                    "payment_method": "tok_visa",
-                });
+                let body = json!({ "shipping_address": address(), "payment_method": "tok_visa" });
                 let at = Instant::now();
                 let response = stack
                     .request(Method::POST, "/api/v1/cart/checkout")

@@ -18,21 +18,12 @@ use std::sync::Arc;
 
 use reqwest::Method;
 use serde_json::json;
-use support::{PASSWORD, Stack, drive, ms, token};
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+use support::{PASSWORD, Stack, drive, knob, ms, token};
 
 #[tokio::main]
 async fn main() {
     let secs = knob("BENCH_SECS", 5);
-    let stack = Stack::with(|_, gateway| {
-        gateway.rate_limits.auth_per_ip = u64::MAX / 4;
-        gateway.rate_limits.per_ip = u64::MAX / 4;
-        gateway.rate_limits.per_user = u64::MAX / 4;
-    })
-    .await;
+    let stack = Stack::unlimited().await;
     let session = stack.signed_up("bench@example.com", "customer").await;
     let access = token(&session, "access_token");
     let stack = Arc::new(stack);

@@ -4,6 +4,8 @@
 //! gets 400. Also the caller's identity and request id, and query parameters
 //! read one by one so that a bad one is named.
 
+use std::collections::HashMap;
+
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -15,12 +17,12 @@ use crate::problem::Problem;
 
 /// Query parameters, each read on its own so a bad one gets 422 naming it.
 /// An absent or blank parameter is `None`.
-#[derive(Debug, Clone, Copy)]
-pub struct QueryParams<'a>(pub &'a std::collections::HashMap<String, String>);
+#[derive(Debug, Clone, Default)]
+pub struct QueryParams(pub HashMap<String, String>);
 
-impl<'a> QueryParams<'a> {
+impl QueryParams {
     /// The trimmed value, if given and not blank.
-    pub fn text(&self, name: &str) -> Option<&'a str> {
+    pub fn text(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
@@ -39,6 +41,23 @@ impl<'a> QueryParams<'a> {
                     .map_err(|_| invalid(name, format!("must be one of {names}")))
             })
             .transpose()
+    }
+
+    /// Parameters as a request would carry them (handlers' unit tests).
+    #[cfg(test)]
+    pub(crate) fn of(pairs: &[(&str, &str)]) -> Self {
+        Self(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        match axum::extract::Query::<HashMap<String, String>>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(params)) => Ok(Self(params)),
+            Err(rejection) => Err(Problem::from_status(rejection.status(), rejection.body_text())),
+        }
     }
 }
 

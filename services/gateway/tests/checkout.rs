@@ -14,8 +14,8 @@ use emporium_payment::domain::Operation;
 use emporium_payment::provider::RecordState;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::problem;
-use support::shop::{Shop, address};
+use support::shop::{Shop, address, status, timeline};
+use support::{PATIENCE, problem};
 
 async fn shop(on_hand: u32) -> Shop {
     Shop::open(on_hand).await
@@ -24,15 +24,18 @@ async fn shop(on_hand: u32) -> Shop {
 impl Shop {
     /// Waits until the product shows `reserved` units held.
     async fn reserved_becomes(&self, reserved: u64) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let stock = self.stock().await;
-            if stock["reserved"] == reserved {
-                return;
-            }
-            assert!(std::time::Instant::now() < deadline, "reserved never became {reserved}: {stock}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.stock_when(&format!("reserved never became {reserved}"), |stock| stock["reserved"] == reserved).await;
+    }
+
+    /// Buys one, paying with tok_visa, while the provider holds authorizations;
+    /// returns (the order id) once this one's is held.
+    async fn buy_with_authorization_held(&self) -> String {
+        let simulator = &self.stack.commerce().simulator;
+        simulator.hold_authorizations();
+        let order_id = self.buy(1, "tok_visa").await;
+        let held = emporium_test_harness::eventually(PATIENCE, || async { simulator.held() >= 1 }).await;
+        assert!(held, "the authorization never reached the provider");
+        order_id
     }
 
     /// Moves order's and payment's clocks on.
@@ -61,16 +64,8 @@ impl Shop {
     }
 }
 
-fn status(order: &Value) -> &str {
-    order["status"].as_str().unwrap()
-}
-
 fn payment(order: &Value) -> &str {
     order["payment"]["status"].as_str().unwrap()
-}
-
-fn timeline(order: &Value) -> Vec<&str> {
-    order["timeline"].as_array().unwrap().iter().map(|entry| entry["status"].as_str().unwrap()).collect()
 }
 
 #[tokio::test]
@@ -119,7 +114,7 @@ async fn a_paid_checkout_is_confirmed_and_captured() {
 async fn a_checkout_beyond_the_stock_is_cancelled_out_of_stock() {
     let shop = shop(1).await;
     let order_id = shop.buy(2, "tok_visa").await;
-    let order = shop.order_when(&order_id, "cancelled", |o| status(o) == "cancelled").await;
+    let order = shop.order_reaching(&order_id, "cancelled").await;
     assert_eq!(order["cancel_reason"], "out_of_stock");
     assert_eq!(payment(&order), "pending");
     assert_eq!(shop.stock().await["reserved"], 0);
@@ -131,7 +126,7 @@ async fn a_checkout_beyond_the_stock_is_cancelled_out_of_stock() {
 async fn a_declined_payment_cancels_the_order_and_releases_the_stock() {
     let shop = shop(5).await;
     let order_id = shop.buy(3, "tok_declined").await;
-    let order = shop.order_when(&order_id, "cancelled", |o| status(o) == "cancelled").await;
+    let order = shop.order_reaching(&order_id, "cancelled").await;
     assert_eq!(order["cancel_reason"], "payment_declined");
     assert_eq!(payment(&order), "failed");
     assert_eq!(timeline(&order), ["pending", "reserved", "cancelled"]);
@@ -143,12 +138,12 @@ async fn a_declined_payment_cancels_the_order_and_releases_the_stock() {
 async fn a_provider_that_never_answers_times_the_checkout_out_and_its_late_authorization_is_voided() {
     let shop = shop(5).await;
     let order_id = shop.buy(1, "tok_timeout").await;
-    shop.order_when(&order_id, "reserved", |o| status(o) == "reserved").await;
+    shop.order_reaching(&order_id, "reserved").await;
     shop.reserved_becomes(1).await;
 
     // The deadline passes with the authorization unanswered.
     shop.advance(Duration::from_secs(31));
-    let order = shop.order_when(&order_id, "cancelled", |o| status(o) == "cancelled").await;
+    let order = shop.order_reaching(&order_id, "cancelled").await;
     assert_eq!(order["cancel_reason"], "payment_timeout");
     shop.reserved_becomes(0).await;
 
@@ -168,10 +163,7 @@ async fn a_customer_cancels_before_shipment_and_gets_the_stock_released_and_the_
     let order_id = shop.buy(2, "tok_visa").await;
     shop.order_when(&order_id, "captured", |o| payment(o) == "captured").await;
 
-    let response = shop
-        .stack
-        .send_as(&shop.customer, Method::POST, &format!("/api/v1/orders/{order_id}/cancel"), &json!({}))
-        .await;
+    let response = shop.cancel(&order_id).await;
     assert_eq!(response.status(), 200);
     let cancelled: Value = response.json().await.unwrap();
     assert_eq!((status(&cancelled), cancelled["cancel_reason"].as_str()), ("cancelled", Some("customer_request")));
@@ -183,23 +175,17 @@ async fn a_customer_cancels_before_shipment_and_gets_the_stock_released_and_the_
     shop.reconciles().await;
 
     // Cancelling again changes nothing; a seller may not cancel it.
-    let again = shop
-        .stack
-        .send_as(&shop.customer, Method::POST, &format!("/api/v1/orders/{order_id}/cancel"), &json!({}))
-        .await;
-    assert_eq!(again.status(), 200);
-    let by_seller =
-        shop.stack.send_as(&shop.seller, Method::POST, &format!("/api/v1/orders/{order_id}/cancel"), &json!({})).await;
-    problem(by_seller, 403).await;
+    assert_eq!(shop.cancel(&order_id).await.status(), 200);
+    problem(shop.cancel_as(&shop.seller, &order_id).await, 403).await;
 }
 
 #[tokio::test]
 async fn a_capture_that_fails_twice_succeeds_on_the_third_attempt() {
     let shop = shop(5).await;
     let order_id = shop.buy(1, "tok_capture_flaky").await;
-    shop.order_when(&order_id, "confirmed", |o| status(o) == "confirmed").await;
+    shop.order_reaching(&order_id, "confirmed").await;
     // Retries are due by the payment's clock: move it on until the capture lands.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + PATIENCE;
     loop {
         let order = shop.order(&order_id).await;
         if payment(&order) == "captured" {
@@ -220,22 +206,10 @@ async fn a_capture_that_fails_twice_succeeds_on_the_third_attempt() {
 #[tokio::test]
 async fn a_cancel_that_overtakes_the_authorization_ends_cancelled_with_the_authorization_voided() {
     let shop = shop(5).await;
-    let simulator = shop.stack.commerce().simulator.clone();
-    simulator.hold_authorizations();
-    let order_id = shop.buy(1, "tok_visa").await;
-    let held = emporium_test_harness::eventually(Duration::from_secs(20), || {
-        let simulator = simulator.clone();
-        async move { simulator.held() >= 1 }
-    })
-    .await;
-    assert!(held, "the authorization never reached the provider");
+    let order_id = shop.buy_with_authorization_held().await;
 
-    let response = shop
-        .stack
-        .send_as(&shop.customer, Method::POST, &format!("/api/v1/orders/{order_id}/cancel"), &json!({}))
-        .await;
-    assert_eq!(response.status(), 200);
-    simulator.release_authorizations();
+    assert_eq!(shop.cancel(&order_id).await.status(), 200);
+    shop.stack.commerce().simulator.release_authorizations();
 
     let order = shop.order_when(&order_id, "voided", |o| payment(o) == "voided").await;
     assert_eq!((status(&order), order["cancel_reason"].as_str()), ("cancelled", Some("customer_request")));
@@ -248,23 +222,11 @@ async fn a_cancel_that_overtakes_the_authorization_ends_cancelled_with_the_autho
 #[tokio::test]
 async fn a_cancel_that_follows_the_authorization_ends_cancelled_with_the_payment_undone() {
     let shop = shop(5).await;
-    let simulator = shop.stack.commerce().simulator.clone();
-    simulator.hold_authorizations();
-    let order_id = shop.buy(1, "tok_visa").await;
-    let held = emporium_test_harness::eventually(Duration::from_secs(20), || {
-        let simulator = simulator.clone();
-        async move { simulator.held() >= 1 }
-    })
-    .await;
-    assert!(held, "the authorization never reached the provider");
-    simulator.release_authorizations();
-    shop.order_when(&order_id, "confirmed", |o| status(o) == "confirmed").await;
+    let order_id = shop.buy_with_authorization_held().await;
+    shop.stack.commerce().simulator.release_authorizations();
+    shop.order_reaching(&order_id, "confirmed").await;
 
-    let response = shop
-        .stack
-        .send_as(&shop.customer, Method::POST, &format!("/api/v1/orders/{order_id}/cancel"), &json!({}))
-        .await;
-    assert_eq!(response.status(), 200);
+    assert_eq!(shop.cancel(&order_id).await.status(), 200);
     let order = shop.order_when(&order_id, "voided or refunded", |o| matches!(payment(o), "voided" | "refunded")).await;
     assert_eq!((status(&order), order["cancel_reason"].as_str()), ("cancelled", Some("customer_request")));
     shop.reserved_becomes(0).await;

@@ -8,8 +8,8 @@ mod support;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::shop::{PATIENCE, Shop, timeline};
-use support::{Stack, problem};
+use support::shop::{Shop, timeline};
+use support::{PATIENCE, Stack, problem};
 
 /// One block of a `text/event-stream`.
 #[derive(Debug)]
@@ -88,13 +88,6 @@ async fn shop() -> Shop {
     Shop::open(5).await
 }
 
-impl Shop {
-    /// Plays the carrier's `step` for `shipment` as `admin`.
-    async fn report(&self, admin: &str, shipment: &str, step: &str) {
-        assert_eq!(self.carrier(admin, shipment, step).await.status(), 200, "{step}");
-    }
-}
-
 fn statuses(order: &Value) -> Vec<String> {
     timeline(order).into_iter().map(str::to_owned).collect()
 }
@@ -159,12 +152,7 @@ async fn a_declined_checkout_streams_its_cancellation_and_ends() {
 async fn a_stream_of_a_finished_order_is_its_state_and_nothing_more() {
     let shop = shop().await;
     let order = shop.buy(1, "tok_declined").await;
-    let cancelled = emporium_test_harness::eventually(PATIENCE, || async {
-        let response = shop.stack.get_as(&shop.customer, &format!("/api/v1/orders/{order}")).await;
-        response.json::<Value>().await.unwrap()["status"] == "cancelled"
-    })
-    .await;
-    assert!(cancelled);
+    shop.order_reaching(&order, "cancelled").await;
 
     let mut stream = EventStream::open(&shop.stack, &shop.customer, &order).await;
     let (name, _, snapshot) = stream.next_event().await.unwrap();

@@ -9,8 +9,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use async_nats::HeaderMap;
 use emporium_schemas::events::order::{OrderConfirmed, OrderPlaced};
 use emporium_schemas::events::payment::PaymentCaptured;
@@ -20,8 +18,8 @@ use emporium_schemas::{EntityKey, Event, Partition};
 use emporium_test_harness::smtp::ReceivedMail;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::problem;
 use support::shop::Shop;
+use support::{PATIENCE, problem, read_until};
 
 async fn shop() -> Shop {
     Shop::open(10).await
@@ -38,29 +36,24 @@ impl Shop {
         response.json().await.unwrap()
     }
 
-    /// `who`'s notifications once they hold every one of `kinds` (20 s at most).
+    /// `who`'s notifications once they hold every one of `wanted` kinds.
     async fn page_with(&self, who: &str, wanted: &[&str]) -> Value {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let page = self.page(who, "").await;
-            if wanted.iter().all(|kind| kinds(&page).contains(kind)) {
-                return page;
-            }
-            assert!(std::time::Instant::now() < deadline, "never got {wanted:?}: {page:#}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        read_until(
+            &format!("never got {wanted:?}"),
+            || self.page(who, ""),
+            |page| wanted.iter().all(|kind| kinds(page).contains(kind)),
+        )
+        .await
     }
 
     async fn read(&self, who: &str, id: &str) -> reqwest::Response {
         self.stack.send_as(who, Method::POST, &format!("/api/v1/notifications/{id}/read"), &json!({})).await
     }
 
-    /// The emails at the SMTP server once there are `count` (20 s at most).
+    /// The emails at the SMTP server once there are `count`.
     async fn mails(&self, count: usize) -> Vec<ReceivedMail> {
         let smtp = &self.stack.commerce().smtp;
-        let arrived =
-            emporium_test_harness::eventually(Duration::from_secs(20), || async { smtp.received().len() >= count })
-                .await;
+        let arrived = emporium_test_harness::eventually(PATIENCE, || async { smtp.received().len() >= count }).await;
         assert!(arrived, "{count} emails never arrived: {:#?}", smtp.received());
         smtp.received()
     }
@@ -85,7 +78,7 @@ impl Shop {
             .unwrap();
         assert!(!ack.duplicate, "JetStream took the replay for a duplicate");
         let durable = format!("{}-{}-{partition}", emporium_notification::SERVICE, event_type.context);
-        let consumed = emporium_test_harness::eventually(Duration::from_secs(20), || async {
+        let consumed = emporium_test_harness::eventually(PATIENCE, || async {
             stream.consumer_info(&durable).await.unwrap().ack_floor.stream_sequence >= ack.sequence
         })
         .await;
@@ -103,9 +96,9 @@ async fn a_checkout_tells_the_customer_each_step_newest_first_and_the_seller_of_
     let order = shop.buy(2, "tok_visa").await;
     shop.page_with(&shop.customer, &["order_confirmed", "payment_captured", "shipment_created"]).await;
     let (admin, shipment) = (shop.stack.admin().await, shop.shipment(&order).await);
-    assert_eq!(shop.carrier(&admin, &shipment, "ship").await.status(), 200);
+    shop.report(&admin, &shipment, "ship").await;
     shop.page_with(&shop.customer, &["order_shipped"]).await;
-    assert_eq!(shop.carrier(&admin, &shipment, "deliver").await.status(), 200);
+    shop.report(&admin, &shipment, "deliver").await;
 
     let page = shop.page_with(&shop.customer, &["order_delivered"]).await;
     let newest = kinds(&page);
@@ -234,7 +227,7 @@ async fn replayed_events_produce_no_second_notification_and_no_second_email() {
     assert_eq!(shop.page(&shop.customer, "").await, customer);
     assert_eq!(shop.page(&shop.seller, "").await, seller);
     // The sender marks a row sent a moment after the server took it.
-    let all_sent = emporium_test_harness::eventually(Duration::from_secs(20), || async {
+    let all_sent = emporium_test_harness::eventually(PATIENCE, || async {
         shop.stored("SELECT count(*) FROM emails WHERE sent_at IS NULL").await == 0
     })
     .await;

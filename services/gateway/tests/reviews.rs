@@ -8,12 +8,10 @@
 
 mod support;
 
-use std::time::Duration;
-
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use support::shop::Shop;
-use support::{Stack, problem};
+use support::{PATIENCE, Stack, problem, read_until};
 use uuid::Uuid;
 
 async fn shop() -> Shop {
@@ -31,7 +29,7 @@ impl Shop {
         self.deliver_as(customer, order).await;
         let catalog = self.stack.catalog_db.as_ref().unwrap().pool().clone();
         let order_id = Uuid::parse_str(order).unwrap();
-        let learned = emporium_test_harness::eventually(Duration::from_secs(20), || {
+        let learned = emporium_test_harness::eventually(PATIENCE, || {
             let catalog = catalog.clone();
             async move {
                 sqlx::query("SELECT 1 FROM verified_purchases WHERE order_id = $1")
@@ -56,13 +54,6 @@ impl Shop {
 
     async fn post_review(&self, token: &str, body: &Value) -> Response {
         self.stack.send_as(token, Method::POST, &format!("/api/v1/products/{}/reviews", self.product), body).await
-    }
-
-    async fn product(&self) -> Value {
-        let response = self.stack.request(Method::GET, &format!("/api/v1/products/{}", self.product)).send().await;
-        let response = response.unwrap();
-        assert_eq!(response.status(), 200);
-        response.json().await.unwrap()
     }
 
     async fn reviews(&self, query: &str) -> Value {
@@ -173,15 +164,12 @@ async fn a_seller_lists_their_own_products_with_stock_and_nobody_elses() {
     assert_eq!(deleted.send().await.unwrap().status(), 204);
 
     // The stock read model follows inventory within moments.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let mine = loop {
-        let page: Value = stack.get_as(&seller, "/api/v1/seller/products").await.json().await.unwrap();
-        if page["items"][1]["stock"]["on_hand"] == 7 {
-            break page;
-        }
-        assert!(std::time::Instant::now() < deadline, "the lamp's stock never showed: {page:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let mine = read_until(
+        "the lamp's stock never showed",
+        || async { stack.get_as(&seller, "/api/v1/seller/products").await.json().await.unwrap() },
+        |page| page["items"][1]["stock"]["on_hand"] == 7,
+    )
+    .await;
     let ids: Vec<&str> = mine["items"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
     assert_eq!(ids, [rug.as_str(), lamp.as_str()], "their own products on sale, newest first");
     assert_eq!(mine["items"][1]["stock"], json!({ "on_hand": 7, "reserved": 0, "available": 7 }));

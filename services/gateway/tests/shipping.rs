@@ -7,12 +7,10 @@
 
 mod support;
 
-use std::time::Duration;
-
-use reqwest::{Method, Response};
+use reqwest::Method;
 use serde_json::{Value, json};
 use support::problem;
-use support::shop::{Shop, timeline};
+use support::shop::{Shop, status, timeline};
 
 /// A shop with 10 in stock and the admin, who stands in for the carrier.
 struct Carrier {
@@ -34,10 +32,6 @@ impl std::ops::Deref for Carrier {
     }
 }
 
-fn status(order: &Value) -> &str {
-    order["status"].as_str().unwrap()
-}
-
 fn shipment_status(order: &Value) -> Option<&str> {
     order["shipment"]["status"].as_str()
 }
@@ -55,21 +49,10 @@ impl Carrier {
 
     /// Waits until the product shows `on_hand` and `reserved`.
     async fn stock_becomes(&self, on_hand: u64, reserved: u64) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let path = format!("/api/v1/products/{}", self.product);
-            let product: Value = self.stack.request(Method::GET, &path).send().await.unwrap().json().await.unwrap();
-            let stock = &product["stock"];
-            if stock["on_hand"] == on_hand && stock["reserved"] == reserved {
-                return;
-            }
-            assert!(std::time::Instant::now() < deadline, "stock never became {on_hand}/{reserved}: {stock}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn cancel(&self, order: &str) -> Response {
-        self.stack.send_as(&self.customer, Method::POST, &format!("/api/v1/orders/{order}/cancel"), &json!({})).await
+        self.stock_when(&format!("stock never became {on_hand}/{reserved}"), |stock| {
+            stock["on_hand"] == on_hand && stock["reserved"] == reserved
+        })
+        .await;
     }
 
     /// How many `type_name` events shipping wrote to its outbox.
@@ -99,7 +82,7 @@ async fn a_confirmed_order_is_shipped_and_delivered_and_its_stock_leaves_the_war
     assert!(shipped["created_at"].is_string() && shipped["shipped_at"].is_string(), "{shipped}");
     assert!(shipped.get("delivered_at").is_none() && shipped.get("cancelled_at").is_none(), "{shipped}");
 
-    let order = shop.order_when(&order_id, "shipped", |o| status(o) == "shipped").await;
+    let order = shop.order_reaching(&order_id, "shipped").await;
     assert_eq!(shipment_status(&order), Some("shipped"));
     // The reservation became a deduction: both fall by the quantity.
     shop.stock_becomes(8, 0).await;
@@ -117,7 +100,7 @@ async fn a_confirmed_order_is_shipped_and_delivered_and_its_stock_leaves_the_war
     assert_eq!(delivered["status"], "delivered");
     assert_eq!(delivered["shipped_at"], shipped["shipped_at"]);
     assert!(delivered["delivered_at"].is_string(), "{delivered}");
-    let order = shop.order_when(&order_id, "delivered", |o| status(o) == "delivered").await;
+    let order = shop.order_reaching(&order_id, "delivered").await;
     assert_eq!(timeline(&order), ["pending", "reserved", "confirmed", "shipped", "delivered"]);
     assert_eq!(shipment_status(&order), Some("delivered"));
     assert_eq!(shop.carrier(&shop.admin, &shipment, "deliver").await.status(), 200);
@@ -196,8 +179,8 @@ async fn each_seller_sees_their_own_lines_of_a_sale_and_filters_sales_by_status(
 
     assert_eq!(ids(&sales(&shop, &shop.seller, "?status=confirmed").await), [order_id.as_str()]);
     assert!(ids(&sales(&shop, &shop.seller, "?status=shipped").await).is_empty());
-    assert_eq!(shop.carrier(&shop.admin, &shipment, "ship").await.status(), 200);
-    shop.order_when(&order_id, "shipped", |o| status(o) == "shipped").await;
+    shop.report(&shop.admin, &shipment, "ship").await;
+    shop.order_reaching(&order_id, "shipped").await;
     assert_eq!(ids(&sales(&shop, &shop.seller, "?status=shipped").await), [order_id.as_str()]);
     assert!(ids(&sales(&shop, &other_seller, "?status=confirmed").await).is_empty());
 

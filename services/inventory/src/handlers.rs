@@ -35,7 +35,7 @@ impl Inventory {
         let principal = command.signed_in()?;
         let product = command.data.product_id;
         let mut tx = self.pool.begin().await.map_err(|e| internal(&e))?;
-        let rows = store::lock_stock(&mut tx, &[product]).await.map_err(|e| internal(&e))?;
+        let rows = store::lock_stock(&mut tx, [product]).await.map_err(|e| internal(&e))?;
         // Unknown (not learned from the catalog yet, or never) or delisted.
         let Some(row) = rows.get(&product).filter(|row| !row.stock.delisted) else {
             return Err(ReplyError::new(ErrorKind::NotFound, "no such product"));

@@ -143,8 +143,7 @@ impl Inventory {
         match (domain::decide(state, saga_step), step) {
             (Action::Reserve, Step::Placed { lines, placed_at, deadline_at }) => {
                 let lines = domain::merge_lines(lines.iter().copied());
-                let products: Vec<ProductId> = lines.iter().map(|(p, _)| *p).collect();
-                let rows = store::lock_stock(tx, &products).await?;
+                let rows = store::lock_stock(tx, lines.iter().map(|(p, _)| *p)).await?;
                 let stock = rows.iter().map(|(p, row)| (*p, row.stock)).collect();
                 match domain::reserve(&lines, &stock) {
                     Ok(()) => {
@@ -173,7 +172,7 @@ impl Inventory {
             (Action::Release, Step::Expired) if confirmed => Ok(Vec::new()),
             (Action::Release, _) => {
                 let expired = matches!(step, Step::Expired);
-                store::lock_stock(tx, &held.iter().map(|(p, _)| *p).collect::<Vec<_>>()).await?;
+                store::lock_stock(tx, held.iter().map(|(p, _)| *p)).await?;
                 let reason = if expired { MovementReason::Expired } else { MovementReason::Released };
                 let cause = Cause { reason, actor: None, order: Some(order), at: now };
                 let changed = store::apply(tx, &as_delta(&held, 0, -1), cause).await?;
@@ -186,7 +185,7 @@ impl Inventory {
                 Ok(events)
             }
             (Action::Deduct, _) => {
-                store::lock_stock(tx, &held.iter().map(|(p, _)| *p).collect::<Vec<_>>()).await?;
+                store::lock_stock(tx, held.iter().map(|(p, _)| *p)).await?;
                 let cause = Cause { reason: MovementReason::Shipped, actor: None, order: Some(order), at: now };
                 let changed = store::apply(tx, &as_delta(&held, -1, -1), cause).await?;
                 store::update_reservation(tx, order, Reservation::Shipped, version, now).await?;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use emporium_schemas::values::{OrderId, ProductId, StockLevel, UserId};
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
@@ -27,6 +28,11 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 
 fn count(value: i32) -> u32 {
     u32::try_from(value).unwrap_or(0)
+}
+
+/// The stock in a row with `on_hand` and `reserved` columns.
+fn stock_of(row: &PgRow, delisted: bool) -> Result<Stock, sqlx::Error> {
+    Ok(Stock { on_hand: count(row.try_get("on_hand")?), reserved: count(row.try_get("reserved")?), delisted })
 }
 
 /// A locked stock row.
@@ -80,9 +86,9 @@ pub async fn delist_product(
 /// transaction locks them in, so none can deadlock another) and reads them.
 pub async fn lock_stock(
     tx: &mut PgConnection,
-    products: &[ProductId],
+    products: impl IntoIterator<Item = ProductId>,
 ) -> Result<BTreeMap<ProductId, StockRow>, StoreError> {
-    let ids: Vec<Uuid> = products.iter().map(|p| *p.as_uuid()).collect();
+    let ids: Vec<Uuid> = products.into_iter().map(|p| *p.as_uuid()).collect();
     let rows = sqlx::query(
         "SELECT product_id, seller_id, on_hand, reserved, delisted_at IS NOT NULL AS delisted
          FROM stock WHERE product_id = ANY($1) ORDER BY product_id FOR UPDATE",
@@ -92,11 +98,7 @@ pub async fn lock_stock(
     .await?;
     rows.iter()
         .map(|row| {
-            let stock = Stock {
-                on_hand: count(row.try_get("on_hand")?),
-                reserved: count(row.try_get("reserved")?),
-                delisted: row.try_get("delisted")?,
-            };
+            let stock = stock_of(row, row.try_get("delisted")?)?;
             let seller = UserId::from_uuid(row.try_get("seller_id")?);
             Ok((ProductId::from_uuid(row.try_get("product_id")?), StockRow { seller, stock }))
         })
@@ -109,15 +111,7 @@ pub async fn stock(pool: &PgPool, product: ProductId) -> Result<Option<StockLeve
         .bind(product.as_uuid())
         .fetch_optional(pool)
         .await?;
-    row.map(|row| {
-        let stock = Stock {
-            on_hand: count(row.try_get("on_hand")?),
-            reserved: count(row.try_get("reserved")?),
-            delisted: false,
-        };
-        Ok(stock.level())
-    })
-    .transpose()
+    Ok(row.as_ref().map(|row| stock_of(row, false)).transpose()?.map(|stock| stock.level()))
 }
 
 /// Why a stock row changed, as its movement records it.
@@ -203,12 +197,8 @@ pub async fn apply(
     .await?;
     rows.iter()
         .map(|row| {
-            let stock = Stock {
-                on_hand: count(row.try_get("on_hand")?),
-                reserved: count(row.try_get("reserved")?),
-                delisted: false,
-            };
-            Ok((ProductId::from_uuid(row.try_get("product_id")?), stock.level(), row.try_get("version")?))
+            let level = stock_of(row, false)?.level();
+            Ok((ProductId::from_uuid(row.try_get("product_id")?), level, row.try_get("version")?))
         })
         .collect()
 }

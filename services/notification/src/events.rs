@@ -29,7 +29,7 @@ use emporium_schemas::events::payment::{PaymentCaptured, PaymentRefunded, Paymen
 use emporium_schemas::events::shipping::{ShippingCreated, ShippingDelivered, ShippingShipped};
 use emporium_schemas::values::OrderId;
 use emporium_schemas::{Envelope, Event, EventType, MessageId};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::domain::{self, Decision, Fact, Line};
 use crate::sender::MailSignal;
@@ -126,32 +126,7 @@ impl Notifier {
         }
         store::lock_order(&mut tx, order).await?;
         let Some(mut made) = self.notify(&mut tx, event.id, &fact, now).await? else {
-            let Some(parcel) = event.data.parcel() else {
-                return Err(ApplyError::UnknownOrder(order));
-            };
-            let (kind, data) = parcel?;
-            let parked = Parked {
-                event: event.id,
-                order,
-                event_type: kind.type_name.to_owned(),
-                schema: kind.version,
-                data,
-                occurred_at: event.occurred_at,
-            };
-            let new = store::park(&mut tx, &parked, now).await?;
-            tx.commit().await?;
-            if !new {
-                // A replay of one parked already (its inbox row pruned).
-                return Ok(Handled::Skipped);
-            }
-            parked_total().increment();
-            tracing::info!(
-                order.id = %order,
-                event.id = %event.id,
-                event_type = kind.type_name,
-                "event parked until its order's customer is known"
-            );
-            return Ok(Handled::Applied);
+            return park(tx, event, order, now).await;
         };
         if made.remembered {
             made.add(self.unpark(&mut tx, order, now).await?);
@@ -216,6 +191,42 @@ impl Notifier {
         self.mail.wake();
         Ok(Handled::Applied)
     }
+}
+
+/// Parks `event` of `order`, whose customer is not known yet, and commits
+/// `tx`; `Skipped` for one parked already (a replay after its inbox row was
+/// pruned).
+async fn park<E: Tells>(
+    mut tx: Transaction<'_, Postgres>,
+    event: &Envelope<E>,
+    order: OrderId,
+    now: DateTime<Utc>,
+) -> Result<Handled, ApplyError> {
+    let Some(parcel) = event.data.parcel() else {
+        return Err(ApplyError::UnknownOrder(order));
+    };
+    let (kind, data) = parcel?;
+    let parked = Parked {
+        event: event.id,
+        order,
+        event_type: kind.type_name.to_owned(),
+        schema: kind.version,
+        data,
+        occurred_at: event.occurred_at,
+    };
+    let new = store::park(&mut tx, &parked, now).await?;
+    tx.commit().await?;
+    if !new {
+        return Ok(Handled::Skipped);
+    }
+    parked_total().increment();
+    tracing::info!(
+        order.id = %order,
+        event.id = %event.id,
+        event_type = kind.type_name,
+        "event parked until its order's customer is known"
+    );
+    Ok(Handled::Applied)
 }
 
 /// A parked event's fact, decoded back from its stored type and data.

@@ -141,55 +141,58 @@ pub async fn take_parked(tx: &mut PgConnection, order: OrderId) -> Result<Vec<Pa
 }
 
 /// Creates the drafts of `event`, and queues the emails of those that send
-/// one, in the caller's transaction. A recipient who already has a
-/// notification of `event` gets nothing new (the unique key). Returns how
-/// many notifications and emails were new.
+/// one, in the caller's transaction and one statement. A recipient who
+/// already has a notification of `event` gets nothing new (the unique key).
+/// Returns how many notifications and emails were new.
 pub async fn create(
     tx: &mut PgConnection,
     event: MessageId,
     drafts: &[Draft],
     now: DateTime<Utc>,
 ) -> Result<(usize, usize), StoreError> {
-    let mut created = 0;
-    let mut emails = 0;
-    for draft in drafts {
-        let id = NotificationId::new_v7();
-        let inserted = sqlx::query(
-            "INSERT INTO notifications (id, event_id, user_id, kind, title, body, order_id, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT ON CONSTRAINT notifications_event_recipient DO NOTHING",
-        )
-        .bind(id.as_uuid())
-        .bind(event.as_uuid())
-        .bind(draft.recipient.as_uuid())
-        .bind(domain::kind_name(draft.kind))
-        .bind(&draft.title)
-        .bind(&draft.body)
-        .bind(draft.order.map(|o| *o.as_uuid()))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            continue;
-        }
-        created += 1;
-        if draft.email {
-            sqlx::query(
-                "INSERT INTO emails (id, notification_id, user_id, subject, body, queued_at, next_attempt_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $6)",
-            )
-            .bind(Uuid::now_v7())
-            .bind(id.as_uuid())
-            .bind(draft.recipient.as_uuid())
-            .bind(&draft.title)
-            .bind(&draft.body)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            emails += 1;
-        }
+    if drafts.is_empty() {
+        return Ok((0, 0));
     }
-    Ok((created, emails))
+    let ids: Vec<Uuid> = drafts.iter().map(|_| *NotificationId::new_v7().as_uuid()).collect();
+    let recipients: Vec<Uuid> = drafts.iter().map(|d| *d.recipient.as_uuid()).collect();
+    let kinds: Vec<&str> = drafts.iter().map(|d| domain::kind_name(d.kind)).collect();
+    let titles: Vec<&str> = drafts.iter().map(|d| d.title.as_str()).collect();
+    let bodies: Vec<&str> = drafts.iter().map(|d| d.body.as_str()).collect();
+    let orders: Vec<Option<Uuid>> = drafts.iter().map(|d| d.order.map(|o| *o.as_uuid())).collect();
+    // An email's id, or none for a notification that is not emailed.
+    let emails: Vec<Option<Uuid>> = drafts.iter().map(|d| d.email.then(Uuid::now_v7)).collect();
+    // Only the notifications inserted (not already there) queue their email.
+    let (created, queued): (i64, i64) = sqlx::query_as(
+        "WITH draft AS (
+             SELECT * FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::uuid[], $8::uuid[])
+                 AS d (id, user_id, kind, title, body, order_id, email_id)
+         ), created AS (
+             INSERT INTO notifications (id, event_id, user_id, kind, title, body, order_id, created_at)
+             SELECT id, $1, user_id, kind, title, body, order_id, $9 FROM draft
+             ON CONFLICT ON CONSTRAINT notifications_event_recipient DO NOTHING
+             RETURNING id
+         ), queued AS (
+             INSERT INTO emails (id, notification_id, user_id, subject, body, queued_at, next_attempt_at)
+             SELECT draft.email_id, draft.id, draft.user_id, draft.title, draft.body, $9, $9
+             FROM created JOIN draft USING (id)
+             WHERE draft.email_id IS NOT NULL
+             RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM created), (SELECT count(*) FROM queued)",
+    )
+    .bind(event.as_uuid())
+    .bind(&ids)
+    .bind(&recipients)
+    .bind(&kinds)
+    .bind(&titles)
+    .bind(&bodies)
+    .bind(&orders)
+    .bind(&emails)
+    .bind(now)
+    .fetch_one(tx)
+    .await?;
+    let count = |n: i64| usize::try_from(n).unwrap_or(0);
+    Ok((count(created), count(queued)))
 }
 
 /// Where a page starts: after the notification with this time and id.

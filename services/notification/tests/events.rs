@@ -227,8 +227,9 @@ impl World {
         self.call(Some(user), ReadNotification { notification_id: id }).await
     }
 
-    async fn count(&self, table: &str) -> i64 {
-        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+    /// How many rows `rows` names: a table, with a condition if wanted.
+    async fn count(&self, rows: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {rows}")))
             .fetch_one(self.pool())
             .await
             .unwrap()
@@ -349,14 +350,9 @@ async fn an_order_tells_its_customer_each_step_newest_first_and_each_seller_of_t
         ]
     );
     // The sender marks a row sent once the server has taken it: a moment after it arrived.
-    let all_marked = eventually(Duration::from_secs(20), || async {
-        let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM emails WHERE sent_at IS NOT NULL")
-            .fetch_one(world.pool())
-            .await
-            .unwrap();
-        sent == 5
-    })
-    .await;
+    let all_marked =
+        eventually(Duration::from_secs(20), || async { world.count("emails WHERE sent_at IS NOT NULL").await == 5 })
+            .await;
     assert!(all_marked, "the five emails were never all marked sent");
 }
 
@@ -563,14 +559,8 @@ async fn replayed_events_add_no_notification_and_no_email_even_once_the_inbox_fo
     assert_eq!(world.page(ada, ListNotifications::default()).await.items.len(), 1);
     assert_eq!(world.page(seller, ListNotifications::default()).await.items.len(), 1);
     // The sender has nothing more to send (it marks a row sent a moment after the server took it).
-    let all_sent = eventually(Duration::from_secs(20), || async {
-        let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM emails WHERE sent_at IS NULL")
-            .fetch_one(world.pool())
-            .await
-            .unwrap();
-        unsent == 0
-    })
-    .await;
+    let all_sent =
+        eventually(Duration::from_secs(20), || async { world.count("emails WHERE sent_at IS NULL").await == 0 }).await;
     assert!(all_sent, "an email was left unsent");
     assert_eq!(world.smtp.received().len(), 2);
 }

@@ -440,10 +440,15 @@ pub fn apply(state: &mut OrderState, event: &OrderEvent) {
     }
 }
 
+/// The products and quantities `lines` ask for, merged per product.
+fn items(lines: &NonEmpty<PricedLine>) -> Vec<(ProductId, u32)> {
+    merge_quantities(lines.iter().map(|line| (line.product_id, line.quantity.get())))
+}
+
 impl Placement {
     /// The products and quantities asked for.
     pub fn items(&self) -> Vec<(ProductId, u32)> {
-        merge_quantities(self.lines.iter().map(|line| (line.product_id, line.quantity.get())))
+        items(&self.lines)
     }
 }
 
@@ -451,8 +456,7 @@ impl Order {
     /// Whether a checkout with this body digest and these items is the one
     /// that placed the order (a retry), rather than its key reused.
     pub fn placed_by(&self, request_digest: &str, items: &[(ProductId, u32)]) -> bool {
-        self.request_digest == request_digest
-            && items == merge_quantities(self.lines.iter().map(|line| (line.product_id, line.quantity.get())))
+        self.request_digest == request_digest && items == self::items(&self.lines)
     }
 
     /// The order as `OrderPlaced` announces it.

@@ -6,37 +6,22 @@
 
 use std::collections::HashMap;
 
-use emporium_schemas::values::{Currency, OrderId, PaymentId};
+use emporium_schemas::values::{OrderId, PaymentId};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use crate::domain::{Operation, Status};
-use crate::journal::Account;
+use crate::journal::Posting;
 use crate::provider::RecordState;
 use crate::simulator::Simulator;
 use crate::store::{self, StoreError};
 
-/// What an account (of a party) holds in one currency: + debit, − credit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Balance {
-    pub account: Account,
-    pub party: Option<Uuid>,
-    pub currency: Currency,
-    pub amount: i64,
-}
+/// What an account (of a party) holds in one currency, + debit, − credit:
+/// the sum of its postings, read back as one.
+pub type Balance = Posting;
 
 fn balances(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<Balance>, StoreError> {
-    rows.iter()
-        .map(|row| {
-            let posting = store::posting(row)?;
-            Ok(Balance {
-                account: posting.account,
-                party: posting.party,
-                currency: posting.currency,
-                amount: posting.amount,
-            })
-        })
-        .collect()
+    rows.iter().map(store::posting).collect()
 }
 
 /// Every account's balance from one order's entries.

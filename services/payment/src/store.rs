@@ -117,25 +117,30 @@ impl PaymentRow {
 const PAYMENT_COLUMNS: &str = "payment_id, order_id, status, version, cancel_requested, customer_id, amount, currency,
     payment_method, correlation_id, authorization_ref, capture_ref, retry_at";
 
+/// The payment `condition` (on `$1`, a fixed string of this module) picks.
+async fn select_payment<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    condition: &'static str,
+    id: &Uuid,
+) -> Result<Option<PaymentRow>, StoreError> {
+    let query = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE {condition}");
+    let row = sqlx::query(sqlx::AssertSqlSafe(query)).bind(id).fetch_optional(executor).await?;
+    row.as_ref().map(PaymentRow::from_row).transpose()
+}
+
 /// Locks and reads the payment of `order`.
 pub async fn lock_payment_by_order(tx: &mut PgConnection, order: OrderId) -> Result<Option<PaymentRow>, StoreError> {
-    let query = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1 FOR UPDATE");
-    let row = sqlx::query(sqlx::AssertSqlSafe(query)).bind(order.as_uuid()).fetch_optional(tx).await?;
-    row.as_ref().map(PaymentRow::from_row).transpose()
+    select_payment(tx, "order_id = $1 FOR UPDATE", order.as_uuid()).await
 }
 
 /// Locks and reads a payment.
 pub async fn lock_payment(tx: &mut PgConnection, payment: PaymentId) -> Result<Option<PaymentRow>, StoreError> {
-    let query = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE payment_id = $1 FOR UPDATE");
-    let row = sqlx::query(sqlx::AssertSqlSafe(query)).bind(payment.as_uuid()).fetch_optional(tx).await?;
-    row.as_ref().map(PaymentRow::from_row).transpose()
+    select_payment(tx, "payment_id = $1 FOR UPDATE", payment.as_uuid()).await
 }
 
 /// An order's payment as it is now, without locking (tests, operators).
 pub async fn payment_of(pool: &PgPool, order: OrderId) -> Result<Option<PaymentRow>, StoreError> {
-    let query = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(query)).bind(order.as_uuid()).fetch_optional(pool).await?;
-    row.as_ref().map(PaymentRow::from_row).transpose()
+    select_payment(pool, "order_id = $1", order.as_uuid()).await
 }
 
 /// An order line, as the ledger will split it.

@@ -191,6 +191,13 @@ impl World {
         ack.sequence
     }
 
+    /// Publishes `event` under its own message id and waits until payment's
+    /// consumer has acked it (an event that changes nothing leaves nothing else to wait for).
+    async fn deliver(&self, event: &OutgoingEvent) {
+        let sequence = self.publish_as(event, &event.message_id()).await;
+        self.wait_consumed(event.event_type.context, sequence).await;
+    }
+
     /// Waits until payment's consumer of `context` has acked everything up to stream sequence `sequence`.
     async fn wait_consumed(&self, context: &'static str, sequence: u64) {
         let subscription = Subscription { service: emporium_payment::SERVICE, context };
@@ -220,6 +227,12 @@ impl World {
         let arrived = eventually(WAIT, || async { self.events(order).iter().any(|s| s.type_name == type_name) }).await;
         assert!(arrived, "no {type_name} for {order}; saw {:?}", self.types(order));
         self.events(order).into_iter().find(|s| s.type_name == type_name).unwrap()
+    }
+
+    /// Places `placed` with its stock held, and waits for its `payment.authorized`.
+    async fn authorized(&self, placed: &OrderPlaced) -> Seen {
+        self.publish(&[place(placed), reserve(placed)]).await;
+        self.wait_for(placed.order_id, "payment.authorized").await
     }
 
     async fn payment(&self, order: OrderId) -> Option<store::PaymentRow> {
@@ -291,6 +304,30 @@ impl World {
         let mismatches = emporium_payment::reconcile(self.pool(), &self.simulator).await.unwrap();
         assert!(mismatches.is_empty(), "the ledger and the provider disagree: {mismatches:#?}");
     }
+
+    /// `order`'s payment stayed cancelled and no call was ever made for it.
+    async fn assert_never_charged(&self, order: OrderId) {
+        assert_eq!(self.payment(order).await.unwrap().status, Status::Cancelled);
+        assert!(self.attempts(order).await.is_empty());
+        assert!(self.simulator.records().is_empty(), "the provider never heard of it");
+        self.assert_reconciled().await;
+    }
+}
+
+/// An attempt as [`World::attempts`] lists it.
+fn attempt(operation: &str, number: i32, status: &str) -> (String, i32, String) {
+    (operation.to_owned(), number, status.to_owned())
+}
+
+/// Alice's 2 × 1,005 and Bob's 1 × 999, captured: the sale split between
+/// them (less 10 % commission, rounded down per line) and the platform.
+fn split_sale(alice: UserId, bob: UserId) -> BTreeMap<(Account, Option<Uuid>), i64> {
+    BTreeMap::from([
+        ((Account::ProviderClearing, None), 3_009),
+        ((Account::MerchantPayable, Some(*alice.as_uuid())), -1_809),
+        ((Account::MerchantPayable, Some(*bob.as_uuid())), -900),
+        ((Account::PlatformRevenue, None), -300),
+    ])
 }
 
 fn text(s: &str) -> Text {
@@ -356,15 +393,9 @@ fn place(placed: &OrderPlaced) -> OutgoingEvent {
 }
 
 fn reserve(placed: &OrderPlaced) -> OutgoingEvent {
-    let lines: Vec<ProductQuantity> = placed
-        .lines
-        .as_slice()
-        .iter()
-        .map(|l| ProductQuantity { product_id: l.product_id, quantity: l.quantity })
-        .collect();
     let reserved = InventoryReserved {
         order_id: placed.order_id,
-        lines: lines.try_into().unwrap(),
+        lines: placed.lines.map(|l| ProductQuantity { product_id: l.product_id, quantity: l.quantity }),
         expires_at: Utc::now() + chrono::TimeDelta::minutes(10),
     };
     envelope(placed.order_id, 1, reserved)
@@ -398,9 +429,8 @@ async fn a_reserved_order_is_authorized_then_captured_and_the_ledger_splits_the_
     let order = OrderId::new_v7();
     // Alice: 2 × 1,005 (commission 201), Bob: 1 × 999 (commission 99, rounded down).
     let placed = order_placed(order, "tok_visa", &[(alice, 2, 1_005), (bob, 1, 999)]);
-    world.publish(&[place(&placed), reserve(&placed)]).await;
 
-    let authorized = world.wait_for(order, "payment.authorized").await;
+    let authorized = world.authorized(&placed).await;
     assert_eq!(authorized.seq, 1);
     assert_eq!(authorized.data["amount"], serde_json::json!({ "amount": 3_009, "currency": "EUR" }));
     let payment = world.payment(order).await.unwrap();
@@ -414,13 +444,7 @@ async fn a_reserved_order_is_authorized_then_captured_and_the_ledger_splits_the_
     assert_eq!(world.types(order), ["payment.authorized", "payment.captured"]);
 
     let balances = world.balances(order).await;
-    let expected = BTreeMap::from([
-        ((Account::ProviderClearing, None), 3_009),
-        ((Account::MerchantPayable, Some(*alice.as_uuid())), -1_809),
-        ((Account::MerchantPayable, Some(*bob.as_uuid())), -900),
-        ((Account::PlatformRevenue, None), -300),
-    ]);
-    assert_eq!(balances, expected, "the customer nets to zero; the sale is split");
+    assert_eq!(balances, split_sale(alice, bob), "the customer nets to zero; the sale is split");
     assert_eq!(world.entry_kinds(order).await, ["charge", "sale"]);
     let operations: Vec<_> = world.provider_records(order).await.into_iter().map(|r| (r.operation, r.state)).collect();
     assert_eq!(operations.len(), 2, "one authorization, one capture: {operations:?}");
@@ -444,13 +468,7 @@ async fn the_balances_of_every_account_show_a_captured_sale_split_and_the_custom
     assert_eq!(customer, 0, "what the customer paid is what they bought");
     let balances: BTreeMap<_, _> =
         balances.into_iter().filter(|b| b.amount != 0).map(|b| ((b.account, b.party), b.amount)).collect();
-    let expected = BTreeMap::from([
-        ((Account::ProviderClearing, None), 3_009),
-        ((Account::MerchantPayable, Some(*alice.as_uuid())), -1_809),
-        ((Account::MerchantPayable, Some(*bob.as_uuid())), -900),
-        ((Account::PlatformRevenue, None), -300),
-    ]);
-    assert_eq!(balances, expected);
+    assert_eq!(balances, split_sale(alice, bob));
     assert_eq!(balances, world.balances(order).await, "per account and per order agree");
     world.assert_reconciled().await;
 }
@@ -467,7 +485,7 @@ async fn a_declined_card_fails_the_payment_with_its_reason() {
     world.wait_status(declined, Status::Failed).await;
     world.wait_status(broke, Status::Failed).await;
     assert!(world.entry_kinds(declined).await.is_empty());
-    assert_eq!(world.attempts(broke).await, [("authorize".to_owned(), 1, "declined".to_owned())]);
+    assert_eq!(world.attempts(broke).await, [attempt("authorize", 1, "declined")]);
     world.assert_reconciled().await;
 }
 
@@ -476,8 +494,7 @@ async fn a_flaky_capture_fails_twice_then_succeeds() {
     let world = World::start().await;
     let order = OrderId::new_v7();
     let placed = simple_order(order, "tok_capture_flaky");
-    world.publish(&[place(&placed), reserve(&placed)]).await;
-    world.wait_for(order, "payment.authorized").await;
+    world.authorized(&placed).await;
     world.publish(&[confirm(&placed)]).await;
 
     world.wait_for(order, "payment.captured").await;
@@ -485,11 +502,7 @@ async fn a_flaky_capture_fails_twice_then_succeeds() {
     let captures: Vec<_> = world.attempts(order).await.into_iter().filter(|(op, _, _)| op == "capture").collect();
     assert_eq!(
         captures,
-        [
-            ("capture".to_owned(), 1, "failed".to_owned()),
-            ("capture".to_owned(), 2, "failed".to_owned()),
-            ("capture".to_owned(), 3, "succeeded".to_owned()),
-        ]
+        [attempt("capture", 1, "failed"), attempt("capture", 2, "failed"), attempt("capture", 3, "succeeded")]
     );
     let at_provider: Vec<_> = world.provider_records(order).await.into_iter().map(|r| r.state).collect();
     assert_eq!(at_provider.iter().filter(|s| **s == RecordState::Succeeded).count(), 2, "{at_provider:?}");
@@ -505,8 +518,7 @@ async fn a_capture_out_of_attempts_fails_is_counted_and_its_authorization_can_st
     let before = counter.get();
     let order = OrderId::new_v7();
     let placed = simple_order(order, "tok_capture_flaky");
-    world.publish(&[place(&placed), reserve(&placed)]).await;
-    world.wait_for(order, "payment.authorized").await;
+    world.authorized(&placed).await;
     world.publish(&[confirm(&placed)]).await;
 
     let failed = world.wait_for(order, "payment.capture_failed").await;
@@ -528,8 +540,7 @@ async fn cancelling_an_authorized_payment_voids_it() {
     let world = World::start().await;
     let order = OrderId::new_v7();
     let placed = simple_order(order, "tok_visa");
-    world.publish(&[place(&placed), reserve(&placed)]).await;
-    world.wait_for(order, "payment.authorized").await;
+    world.authorized(&placed).await;
     world.wait_status(order, Status::Authorized).await;
 
     world.publish(&[cancel(&placed, 3, OrderStatus::Reserved)]).await;
@@ -546,8 +557,7 @@ async fn cancelling_a_captured_payment_refunds_it_and_the_ledger_nets_to_zero() 
     let world = World::start().await;
     let order = OrderId::new_v7();
     let placed = order_placed(order, "tok_visa", &[(UserId::new_v7(), 3, 700), (UserId::new_v7(), 1, 55)]);
-    world.publish(&[place(&placed), reserve(&placed)]).await;
-    world.wait_for(order, "payment.authorized").await;
+    world.authorized(&placed).await;
     world.publish(&[confirm(&placed)]).await;
     world.wait_for(order, "payment.captured").await;
     world.wait_status(order, Status::Captured).await;
@@ -571,10 +581,8 @@ async fn a_timed_out_authorization_of_a_cancelled_order_is_voided_once_the_provi
     let placed = simple_order(order, "tok_timeout");
     world.publish(&[place(&placed), reserve(&placed)]).await;
 
-    let unknown = eventually(WAIT, || async {
-        world.attempts(order).await == [("authorize".to_owned(), 1, "unknown".to_owned())]
-    })
-    .await;
+    let unknown =
+        eventually(WAIT, || async { world.attempts(order).await == [attempt("authorize", 1, "unknown")] }).await;
     assert!(unknown, "the call never timed out: {:?}", world.attempts(order).await);
     let still_pending = recovery.recover_once().await.unwrap();
     assert_eq!(still_pending.pending, 1, "the provider has it but has not decided");
@@ -616,7 +624,7 @@ async fn a_duplicated_or_replayed_event_changes_nothing() {
     world.wait_consumed("order", placed_again).await;
     world.wait_consumed("inventory", replayed).await;
 
-    assert_eq!(world.attempts(order).await, [("authorize".to_owned(), 1, "succeeded".to_owned())]);
+    assert_eq!(world.attempts(order).await, [attempt("authorize", 1, "succeeded")]);
     assert_eq!(world.provider_records(order).await.len(), 1);
     let payment = world.payment(order).await.unwrap();
     assert_eq!((payment.status, payment.version), (Status::Authorized, 1));
@@ -631,11 +639,9 @@ async fn held_stock_seen_before_the_placement_is_remembered_and_authorized_when_
     let world = World::start().await;
     let order = OrderId::new_v7();
     let placed = simple_order(order, "tok_visa");
-    let reservation = reserve(&placed);
-    let sequence = world.publish_as(&reservation, &reservation.message_id()).await;
     // Acked, not waited on: redelivered until the consumer's bound ran out,
     // a lagging order consumer would have sent it to the DLQ.
-    world.wait_consumed("inventory", sequence).await;
+    world.deliver(&reserve(&placed)).await;
     let remembered = world.payment(order).await.unwrap();
     assert_eq!((remembered.status, remembered.ordered), (Status::AwaitingPlacement, None));
     assert!(world.attempts(order).await.is_empty());
@@ -643,7 +649,7 @@ async fn held_stock_seen_before_the_placement_is_remembered_and_authorized_when_
     world.publish(&[place(&placed)]).await;
     world.wait_for(order, "payment.authorized").await;
     world.wait_status(order, Status::Authorized).await;
-    assert_eq!(world.attempts(order).await, [("authorize".to_owned(), 1, "succeeded".to_owned())]);
+    assert_eq!(world.attempts(order).await, [attempt("authorize", 1, "succeeded")]);
 
     // What the late placement recorded is enough to capture and split the sale.
     world.publish(&[confirm(&placed)]).await;
@@ -659,19 +665,12 @@ async fn an_order_cancelled_after_its_stock_was_held_but_before_its_placement_wa
     let world = World::start().await;
     let order = OrderId::new_v7();
     let placed = simple_order(order, "tok_visa");
-    let reservation = reserve(&placed);
-    let reserved = world.publish_as(&reservation, &reservation.message_id()).await;
-    world.wait_consumed("inventory", reserved).await;
+    world.deliver(&reserve(&placed)).await;
     world.publish(&[cancel(&placed, 2, OrderStatus::Reserved)]).await;
     world.wait_status(order, Status::Cancelled).await;
 
-    let placement = place(&placed);
-    let sequence = world.publish_as(&placement, &placement.message_id()).await;
-    world.wait_consumed("order", sequence).await;
-    assert_eq!(world.payment(order).await.unwrap().status, Status::Cancelled);
-    assert!(world.attempts(order).await.is_empty());
-    assert!(world.simulator.records().is_empty(), "the provider never heard of it");
-    world.assert_reconciled().await;
+    world.deliver(&place(&placed)).await;
+    world.assert_never_charged(order).await;
 }
 
 #[tokio::test]
@@ -682,13 +681,8 @@ async fn a_cancellation_before_the_stock_is_held_means_no_authorization_later() 
     world.publish(&[place(&placed), cancel(&placed, 2, OrderStatus::Pending)]).await;
     world.wait_status(order, Status::Cancelled).await;
 
-    let reservation = reserve(&placed);
-    let sequence = world.publish_as(&reservation, &reservation.message_id()).await;
-    world.wait_consumed("inventory", sequence).await;
-    assert_eq!(world.payment(order).await.unwrap().status, Status::Cancelled);
-    assert!(world.attempts(order).await.is_empty());
-    assert!(world.simulator.records().is_empty(), "the provider never heard of it");
-    world.assert_reconciled().await;
+    world.deliver(&reserve(&placed)).await;
+    world.assert_never_charged(order).await;
 }
 
 /// Records what a handler commits for `inventory.reserved` (the attempt,
@@ -906,14 +900,11 @@ async fn a_capture_answered_with_a_server_error_after_the_provider_acted_is_aske
     let recovery = world.engine();
     let order = OrderId::new_v7();
     let placed = simple_order(order, "tok_visa");
-    world.publish(&[place(&placed), reserve(&placed)]).await;
-    world.wait_for(order, "payment.authorized").await;
+    world.authorized(&placed).await;
     world.publish(&[confirm(&placed)]).await;
 
-    let unknown = eventually(WAIT, || async {
-        world.attempts(order).await.contains(&("capture".to_owned(), 1, "unknown".to_owned()))
-    })
-    .await;
+    let unknown =
+        eventually(WAIT, || async { world.attempts(order).await.contains(&attempt("capture", 1, "unknown")) }).await;
     assert!(unknown, "a 502 did not leave the capture unknown: {:?}", world.attempts(order).await);
     assert_eq!(world.payment(order).await.unwrap().status, Status::Capturing);
     let captures =
@@ -928,7 +919,7 @@ async fn a_capture_answered_with_a_server_error_after_the_provider_acted_is_aske
     attempts.sort();
     assert_eq!(
         attempts,
-        [("authorize".to_owned(), 1, "succeeded".to_owned()), ("capture".to_owned(), 1, "succeeded".to_owned())],
+        [attempt("authorize", 1, "succeeded"), attempt("capture", 1, "succeeded")],
         "no capture under a new key"
     );
     assert_eq!(captures(world.provider_records(order).await), 1);
@@ -946,8 +937,7 @@ async fn a_void_the_provider_refuses_for_good_ends_the_compensation_and_is_count
     let before = counter.get();
     let order = OrderId::new_v7();
     let placed = simple_order(order, "tok_visa");
-    world.publish(&[place(&placed), reserve(&placed)]).await;
-    world.wait_for(order, "payment.authorized").await;
+    world.authorized(&placed).await;
     world.wait_status(order, Status::Authorized).await;
 
     world.publish(&[cancel(&placed, 3, OrderStatus::Reserved)]).await;
@@ -967,10 +957,7 @@ async fn a_void_the_provider_refuses_for_good_ends_the_compensation_and_is_count
     assert_eq!(recovery.recover_once().await.unwrap(), Default::default());
     let mut attempts = world.attempts(order).await;
     attempts.sort();
-    assert_eq!(
-        attempts,
-        [("authorize".to_owned(), 1, "succeeded".to_owned()), ("void".to_owned(), 1, "declined".to_owned())]
-    );
+    assert_eq!(attempts, [attempt("authorize", 1, "succeeded"), attempt("void", 1, "declined")]);
     assert_eq!(world.payment(order).await.unwrap().status, Status::VoidFailed);
     assert_eq!(world.types(order), ["payment.authorized"], "no event type is invented for it");
     world.assert_reconciled().await;
@@ -988,10 +975,8 @@ async fn calls_the_provider_keeps_pending_do_not_keep_recovery_from_newer_ones()
         world.publish(&[place(&placed), reserve(&placed)]).await;
     }
     for order in pending {
-        let unknown = eventually(WAIT, || async {
-            world.attempts(order).await == [("authorize".to_owned(), 1, "unknown".to_owned())]
-        })
-        .await;
+        let unknown =
+            eventually(WAIT, || async { world.attempts(order).await == [attempt("authorize", 1, "unknown")] }).await;
         assert!(unknown, "the call never timed out: {:?}", world.attempts(order).await);
     }
     assert_eq!(recovery.recover_once().await.unwrap().pending, 2);

@@ -2,6 +2,7 @@
 //! tracking number looks like, what an order event does to a shipment, and
 //! which carrier move is legal in which status.
 
+use emporium_schemas::Seq;
 use emporium_schemas::commands::order::ShipmentStatus;
 use emporium_schemas::values::{OrderId, ShipmentId};
 use uuid::Uuid;
@@ -48,11 +49,12 @@ fn s10_check_digit(serial: u32) -> u32 {
 
 /// The shipment's version after reaching `status`: the `seq` of the event
 /// that announced it (created 1, shipped 2, delivered 3, cancelled 2).
-pub fn version(status: ShipmentStatus) -> u64 {
+pub fn version(status: ShipmentStatus) -> Seq {
+    let created = Seq::FIRST;
     match status {
-        ShipmentStatus::Created => 1,
-        ShipmentStatus::Shipped | ShipmentStatus::Cancelled => 2,
-        ShipmentStatus::Delivered => 3,
+        ShipmentStatus::Created => created,
+        ShipmentStatus::Shipped | ShipmentStatus::Cancelled => created.next(),
+        ShipmentStatus::Delivered => created.next().next(),
     }
 }
 
@@ -196,7 +198,7 @@ mod tests {
 
     #[test]
     fn given_each_status_when_announced_then_its_seq_follows_the_contract() {
-        assert_eq!([S::Created, S::Shipped, S::Delivered, S::Cancelled].map(version), [1, 2, 3, 2]);
+        assert_eq!([S::Created, S::Shipped, S::Delivered, S::Cancelled].map(|s| version(s).get()), [1, 2, 3, 2]);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use emporium_schemas::commands::shipping::ShipmentDetails;
 use emporium_schemas::events::order::{OrderCancelled, OrderConfirmed};
 use emporium_schemas::events::shipping::{ShippingCancelled, ShippingCreated};
 use emporium_schemas::values::{OrderId, Text};
-use emporium_schemas::{EntityKey, Envelope, Event, MessageId, Origin, Seq};
+use emporium_schemas::{EntityKey, Envelope, Event, MessageId, Origin};
 use sqlx::{PgConnection, PgPool};
 
 use crate::domain::{self, OrderAction, OrderStep};
@@ -39,8 +39,6 @@ pub enum ApplyError {
     Store(#[from] StoreError),
     #[error("encoding an event: {0}")]
     Encode(#[from] serde_json::Error),
-    #[error("a version is not a seq: {0}")]
-    Version(#[from] emporium_schemas::envelope::InvalidSeq),
 }
 
 impl From<sqlx::Error> for ApplyError {
@@ -53,7 +51,7 @@ impl From<ApplyError> for HandlerError {
     fn from(error: ApplyError) -> Self {
         match &error {
             ApplyError::Store(store) => HandlerError::Retry(store.to_string()),
-            ApplyError::Encode(_) | ApplyError::Version(_) => HandlerError::Reject(error.to_string()),
+            ApplyError::Encode(_) => HandlerError::Reject(error.to_string()),
         }
     }
 }
@@ -64,9 +62,9 @@ pub(crate) fn announce<D: Event>(
     shipment: &ShipmentDetails,
     origin: Origin,
     data: D,
-) -> Result<OutgoingEvent, ApplyError> {
-    let seq = Seq::try_from(domain::version(shipment.status))?;
-    Ok(OutgoingEvent::caused_by(EntityKey::from(*shipment.order_id.as_uuid()), seq, origin, data)?)
+) -> Result<OutgoingEvent, serde_json::Error> {
+    let key = EntityKey::from(*shipment.order_id.as_uuid());
+    OutgoingEvent::caused_by(key, domain::version(shipment.status), origin, data)
 }
 
 impl Shipping {

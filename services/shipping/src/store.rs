@@ -138,7 +138,7 @@ pub async fn insert(tx: &mut PgConnection, shipment: &ShipmentDetails) -> Result
 }
 
 fn version(status: ShipmentStatus) -> i64 {
-    i64::try_from(domain::version(status)).unwrap_or(i64::MAX)
+    i64::try_from(domain::version(status).get()).unwrap_or(i64::MAX)
 }
 
 /// Remembers that `order` was cancelled before shipping saw it confirmed.

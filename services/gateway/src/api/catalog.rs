@@ -2,9 +2,7 @@
 //! the catalog is public to read; sellers sell, owners (and admins) change
 //! and stock what they sell and list it, admins shape the category tree.
 
-use std::collections::HashMap;
-
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use emporium_schemas::commands::catalog::{
@@ -33,7 +31,7 @@ const SELLERS: &[Role] = &[Role::Seller, Role::Admin];
 pub async fn search(
     State(api): State<ApiState>,
     request_id: RequestId,
-    Query(params): Query<HashMap<String, String>>,
+    params: QueryParams,
 ) -> Result<axum::Json<ProductPage>, Problem> {
     let search = search_from(&params)?;
     Ok(axum::Json(api.call(None, &request_id, search).await?))
@@ -52,7 +50,7 @@ pub async fn seller_products(
     State(api): State<ApiState>,
     request_id: RequestId,
     caller: Caller,
-    Query(params): Query<HashMap<String, String>>,
+    params: QueryParams,
 ) -> Result<axum::Json<ProductPage>, Problem> {
     let principal = caller.require(SELLERS)?;
     // Always the caller's own: a `seller` parameter cannot widen it.
@@ -61,18 +59,18 @@ pub async fn seller_products(
 }
 
 /// Reads the query parameters one by one, so a bad one is named.
-fn search_from(params: &HashMap<String, String>) -> Result<SearchProducts, Problem> {
-    let query = QueryParams(params);
+fn search_from(query: &QueryParams) -> Result<SearchProducts, Problem> {
     let uuid = |name: &str| query.parsed::<Uuid>(name, "a UUID");
     Ok(SearchProducts {
-        q: params.get("q").cloned(),
+        // The catalog trims the words and ignores blank ones itself.
+        q: query.text("q").map(str::to_owned),
         category: uuid("category")?.map(CategoryId::from_uuid),
         min_price: query.parsed("min_price", "an integer amount in minor units")?,
         max_price: query.parsed("max_price", "an integer amount in minor units")?,
         seller: uuid("seller")?.map(UserId::from_uuid),
         in_stock: query.parsed("in_stock", "true or false")?,
         sort: query.one_of::<SortOrder>("sort", "relevance, price_asc, price_desc, newest, rating")?,
-        cursor: params.get("cursor").cloned().filter(|c| !c.is_empty()),
+        cursor: query.0.get("cursor").cloned().filter(|c| !c.is_empty()),
         limit: query.parsed("limit", "a whole number from 1 to 100")?,
     })
 }
@@ -235,25 +233,25 @@ mod tests {
 
     use super::*;
 
-    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
-    }
-
     #[test]
     fn given_bad_parameters_when_read_then_each_is_named() {
         for (name, value) in
             [("min_price", "cheap"), ("category", "books"), ("in_stock", "maybe"), ("sort", "random"), ("limit", "-1")]
         {
-            let problem = search_from(&params(&[(name, value)])).unwrap_err();
+            let problem = search_from(&QueryParams::of(&[(name, value)])).unwrap_err();
             assert_eq!(problem.field.as_deref(), Some(name), "{name}={value}");
         }
     }
 
     #[test]
     fn given_good_parameters_when_read_then_they_become_the_search() {
-        let search =
-            search_from(&params(&[("q", "lamp"), ("max_price", "2000"), ("sort", "price_desc"), ("in_stock", "true")]))
-                .unwrap();
+        let search = search_from(&QueryParams::of(&[
+            ("q", "lamp"),
+            ("max_price", "2000"),
+            ("sort", "price_desc"),
+            ("in_stock", "true"),
+        ]))
+        .unwrap();
         assert_eq!(search.q.as_deref(), Some("lamp"));
         assert_eq!(
             (search.max_price, search.sort, search.in_stock),

@@ -30,10 +30,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use emporium_schemas::commands::order::{GetOrder, OrderView, TimelineEntry};
+use emporium_schemas::Principal;
+use emporium_schemas::commands::order::{OrderView, TimelineEntry};
 use emporium_schemas::events::order::OrderStatus;
 use emporium_schemas::values::OrderId;
-use emporium_schemas::{EntityKey, Principal};
 use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -197,9 +197,7 @@ impl Follow {
     }
 
     async fn read(&self) -> Result<OrderView, Problem> {
-        let command = GetOrder { order_id: self.order };
-        let key = EntityKey::from(*self.order.as_uuid());
-        self.api.call_entity(self.principal, key, &self.request_id, command).await
+        super::orders::read(&self.api, self.principal, self.order, &self.request_id).await
     }
 
     /// [`read`](Self::read), retried briefly when the order service is

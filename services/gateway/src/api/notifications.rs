@@ -2,9 +2,7 @@
 //! their orders, and for sellers their new sales), newest first with the
 //! unread count, and marking one read.
 
-use std::collections::HashMap;
-
-use axum::extract::{Query, State};
+use axum::extract::State;
 use emporium_schemas::commands::notification::{
     ListNotifications, NotificationPage, NotificationView, ReadNotification,
 };
@@ -27,15 +25,14 @@ pub async fn list(
     State(api): State<ApiState>,
     request_id: RequestId,
     Caller(principal): Caller,
-    Query(params): Query<HashMap<String, String>>,
+    params: QueryParams,
 ) -> Result<axum::Json<NotificationPage>, Problem> {
     let query = list_from(&params)?;
     Ok(axum::Json(api.call(Some(principal), &request_id, query).await?))
 }
 
 /// Reads the query parameters one by one, so a bad one is named.
-fn list_from(params: &HashMap<String, String>) -> Result<ListNotifications, Problem> {
-    let query = QueryParams(params);
+fn list_from(query: &QueryParams) -> Result<ListNotifications, Problem> {
     Ok(ListNotifications {
         unread_only: query.parsed("unread_only", "true or false")?.unwrap_or(false),
         cursor: query.text("cursor").map(str::to_owned),
@@ -66,18 +63,14 @@ mod tests {
 
     use super::*;
 
-    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
-    }
-
     #[test]
     fn given_bad_parameters_when_read_then_each_is_named() {
         for (name, value) in [("unread_only", "maybe"), ("limit", "many"), ("limit", "-3")] {
-            let problem = list_from(&params(&[(name, value)])).unwrap_err();
+            let problem = list_from(&QueryParams::of(&[(name, value)])).unwrap_err();
             assert_eq!(problem.field.as_deref(), Some(name), "{name}={value}");
         }
-        let query = list_from(&params(&[("unread_only", "true"), ("limit", "5"), ("cursor", "c")])).unwrap();
+        let query = list_from(&QueryParams::of(&[("unread_only", "true"), ("limit", "5"), ("cursor", "c")])).unwrap();
         assert_eq!(query, ListNotifications { unread_only: true, cursor: Some("c".into()), limit: Some(5) });
-        assert_eq!(list_from(&params(&[])).unwrap(), ListNotifications::default());
+        assert_eq!(list_from(&QueryParams::of(&[])).unwrap(), ListNotifications::default());
     }
 }

@@ -2,9 +2,8 @@
 //! status, payment, shipment and timeline; cancelling before shipment; and
 //! `/seller/orders`, what a seller sold (their lines only).
 
-use std::collections::HashMap;
-
-use axum::extract::{Query, State};
+use axum::extract::State;
+use emporium_schemas::Principal;
 use emporium_schemas::commands::order::{CancelOrder, GetOrder, ListOrders, OrderPage, OrderView};
 use emporium_schemas::events::order::OrderStatus;
 use emporium_schemas::values::{OrderId, Role};
@@ -25,7 +24,7 @@ pub async fn list(
     State(api): State<ApiState>,
     request_id: RequestId,
     Caller(principal): Caller,
-    Query(params): Query<HashMap<String, String>>,
+    params: QueryParams,
 ) -> Result<axum::Json<OrderPage>, Problem> {
     let query = list_from(&params)?;
     Ok(axum::Json(api.call(Some(principal), &request_id, query).await?))
@@ -43,7 +42,7 @@ pub async fn sales(
     State(api): State<ApiState>,
     request_id: RequestId,
     caller: Caller,
-    Query(params): Query<HashMap<String, String>>,
+    params: QueryParams,
 ) -> Result<axum::Json<OrderPage>, Problem> {
     let principal = caller.require(&[Role::Seller, Role::Admin])?;
     let query = ListOrders { sales: true, ..list_from(&params)? };
@@ -51,8 +50,7 @@ pub async fn sales(
 }
 
 /// Reads the query parameters one by one, so a bad one is named.
-fn list_from(params: &HashMap<String, String>) -> Result<ListOrders, Problem> {
-    let query = QueryParams(params);
+fn list_from(query: &QueryParams) -> Result<ListOrders, Problem> {
     Ok(ListOrders {
         sales: false,
         status: query.one_of::<OrderStatus>("status", "pending, reserved, confirmed, shipped, delivered, cancelled")?,
@@ -74,8 +72,17 @@ pub async fn order(
     Caller(principal): Caller,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<axum::Json<OrderView>, Problem> {
-    let command = GetOrder { order_id: OrderId::from_uuid(id) };
-    Ok(axum::Json(api.call_entity(principal, id, &request_id, command).await?))
+    Ok(axum::Json(read(&api, principal, OrderId::from_uuid(id), &request_id).await?))
+}
+
+/// Reads `order` from its actor, as `principal` may see it (also for its live stream).
+pub(super) async fn read(
+    api: &ApiState,
+    principal: Principal,
+    order: OrderId,
+    request_id: &RequestId,
+) -> Result<OrderView, Problem> {
+    api.call_entity(principal, *order.as_uuid(), request_id, GetOrder { order_id: order }).await
 }
 
 /// Cancel an order before it ships (its customer, or an admin): stock is
@@ -104,17 +111,13 @@ mod tests {
 
     use super::*;
 
-    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
-    }
-
     #[test]
     fn given_bad_parameters_when_read_then_each_is_named() {
         for (name, value) in [("status", "lost"), ("limit", "many"), ("limit", "-3")] {
-            let problem = list_from(&params(&[(name, value)])).unwrap_err();
+            let problem = list_from(&QueryParams::of(&[(name, value)])).unwrap_err();
             assert_eq!(problem.field.as_deref(), Some(name), "{name}={value}");
         }
-        let query = list_from(&params(&[("status", "confirmed"), ("limit", "5")])).unwrap();
+        let query = list_from(&QueryParams::of(&[("status", "confirmed"), ("limit", "5")])).unwrap();
         assert_eq!((query.status, query.limit), (Some(OrderStatus::Confirmed), Some(5)));
     }
 }

@@ -2,9 +2,7 @@
 //! a signed-in customer who received the product in a delivered order
 //! reviews it once. The catalog decides who may and checks the values.
 
-use std::collections::HashMap;
-
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use emporium_schemas::commands::catalog::{AddReview, ListReviews, ReviewPage, ReviewView};
@@ -32,9 +30,8 @@ pub async fn reviews(
     State(api): State<ApiState>,
     request_id: RequestId,
     AppPath(id): AppPath<Uuid>,
-    Query(params): Query<HashMap<String, String>>,
+    query: QueryParams,
 ) -> Result<axum::Json<ReviewPage>, Problem> {
-    let query = QueryParams(&params);
     let list = ListReviews {
         product_id: ProductId::from_uuid(id),
         cursor: query.text("cursor").map(str::to_owned),

@@ -1,26 +1,26 @@
 //! A whole front door for one test: a private NATS server (provisioned), a
 //! fresh identity database, a Redis key prefix of its own, the identity
 //! service and the gateway, both real, talking over real connections; and,
-//! for tests that need them, the catalog and inventory services with their
-//! own databases.
+//! for tests that need them, the catalog and inventory services, then every
+//! other service of a sale, each on its own database. [`shop`] opens a shop
+//! on top: a seller, a product in stock, a customer, and their steps.
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // each test binary uses part of it
 
 pub mod shop;
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use emporium_gateway::{Dependencies as GatewayDeps, Gateway, GatewaySettings};
 use emporium_identity::{Dependencies as IdentityDeps, IdentitySettings};
-use emporium_nats::{Topology, provision};
-use emporium_platform::Readiness;
-use emporium_platform::settings::Environment;
-use std::sync::Arc;
-
-use emporium_nats::{ManualClock, SharedClock};
+use emporium_nats::{ManualClock, SharedClock, Topology, provision};
 use emporium_order::OrderSettings;
 use emporium_payment::PaymentSettings;
 use emporium_payment::simulator::{Simulator, SimulatorConfig};
+use emporium_platform::Readiness;
+use emporium_platform::settings::Environment;
 use emporium_schemas::commands::cart::GetCart;
 use emporium_schemas::commands::catalog::ListCategories;
 use emporium_schemas::commands::identity::GetKeys;
@@ -28,10 +28,8 @@ use emporium_schemas::commands::inventory::GetStock;
 use emporium_schemas::commands::notification::ListNotifications;
 use emporium_schemas::commands::order::{GetOrder, ListOrders};
 use emporium_schemas::commands::shipping::ShipShipment;
-use emporium_schemas::values::OrderId;
-use emporium_schemas::values::ProductId;
-use emporium_schemas::values::ShipmentId;
-use emporium_schemas::{CommandEnvelope, EntityKey};
+use emporium_schemas::values::{OrderId, ProductId, ShipmentId};
+use emporium_schemas::{Command, CommandEnvelope, EntityKey};
 use emporium_test_harness::{SmtpServer, TestDatabase, TestNats, TestRedis};
 use reqwest::{Method, RequestBuilder, Response};
 use secrecy::SecretString;
@@ -40,6 +38,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub const PASSWORD: &str = "correct horse battery";
+
+/// How long a test waits for the system to reach a state.
+pub const PATIENCE: Duration = Duration::from_secs(20);
 
 /// The checkout's services as a test sees them.
 pub struct Commerce {
@@ -77,6 +78,16 @@ pub struct Stack {
 impl Stack {
     pub async fn start() -> Self {
         Box::pin(Self::with(|_, _| {})).await
+    }
+
+    /// A stack without rate limits, for benchmarks: their clients share one address.
+    pub async fn unlimited() -> Self {
+        Box::pin(Self::with(|_, gateway| {
+            gateway.rate_limits.per_ip = u64::MAX / 4;
+            gateway.rate_limits.per_user = u64::MAX / 4;
+            gateway.rate_limits.auth_per_ip = u64::MAX / 4;
+        }))
+        .await
     }
 
     /// A stack whose settings `adjust` may change first.
@@ -156,17 +167,7 @@ impl Stack {
             deps,
             self.identity_stop.clone(),
         )));
-        // Any reply, even "overloaded", means identity is subscribed.
-        let caller = emporium_nats::Caller::new(self.nats.client().clone(), Duration::from_millis(500));
-        let up = emporium_test_harness::eventually(Duration::from_secs(20), || {
-            let caller = caller.clone();
-            async move {
-                let probe = CommandEnvelope::new(None, None, GetKeys {});
-                caller.call::<_, Value>(&probe, "probe").await.is_ok()
-            }
-        })
-        .await;
-        assert!(up, "identity never answered");
+        self.until_answering("identity", |probe| async move { probe.answers(None, GetKeys {}).await }).await;
     }
 
     /// A stack with the catalog and inventory running too.
@@ -196,18 +197,11 @@ impl Stack {
         tokio::spawn(emporium_inventory::run(settings, inventory, self.catalog_stop.clone()));
         self.catalog_db = Some(catalog_db);
         self.inventory_db = Some(inventory_db);
-        let caller = emporium_nats::Caller::new(self.nats.client().clone(), Duration::from_millis(500));
-        let up = emporium_test_harness::eventually(Duration::from_secs(20), || {
-            let caller = caller.clone();
-            async move {
-                let catalog = CommandEnvelope::new(None, None, ListCategories {});
-                let inventory = CommandEnvelope::new(None, None, GetStock { product_id: ProductId::new_v7() });
-                caller.call::<_, Value>(&catalog, "probe").await.is_ok()
-                    && caller.call::<_, Value>(&inventory, "probe").await.is_ok()
-            }
+        self.until_answering("catalog or inventory", |probe| async move {
+            probe.answers(None, ListCategories {}).await
+                && probe.answers(None, GetStock { product_id: ProductId::new_v7() }).await
         })
         .await;
-        assert!(up, "catalog or inventory never answered");
     }
 
     /// A stack with every service of a checkout: catalog, inventory, order,
@@ -287,41 +281,37 @@ impl Stack {
         let cart_settings = emporium_cart::CartSettings::from_source(|_| None).unwrap();
         tokio::spawn(emporium_cart::run(cart_settings, cart, stack.commerce_stop.clone()));
 
-        // Any reply (even "sign in first") means the service is subscribed.
-        let caller = emporium_nats::Caller::new(stack.nats.client().clone(), Duration::from_millis(500));
-        let up = emporium_test_harness::eventually(Duration::from_secs(20), || {
-            let caller = caller.clone();
-            async move {
+        stack
+            .until_answering("order or cart", |probe| async move {
                 let key = Some(EntityKey::from(uuid::Uuid::now_v7()));
-                let orders = CommandEnvelope::new(None, None, ListOrders::default());
-                let one = CommandEnvelope::new(key.clone(), None, GetOrder { order_id: OrderId::new_v7() });
-                let cart = CommandEnvelope::new(key, None, GetCart {});
-                caller.call::<_, Value>(&orders, "probe").await.is_ok()
-                    && caller.call::<_, Value>(&one, "probe").await.is_ok()
-                    && caller.call::<_, Value>(&cart, "probe").await.is_ok()
-            }
-        })
-        .await;
-        assert!(up, "order or cart never answered");
-        let up = emporium_test_harness::eventually(Duration::from_secs(20), || {
-            let caller = caller.clone();
-            async move {
-                let ship = CommandEnvelope::new(None, None, ShipShipment { shipment_id: ShipmentId::new_v7() });
-                caller.call::<_, Value>(&ship, "probe").await.is_ok()
-            }
-        })
-        .await;
-        assert!(up, "shipping never answered");
-        let up = emporium_test_harness::eventually(Duration::from_secs(20), || {
-            let caller = caller.clone();
-            async move {
-                let list = CommandEnvelope::new(None, None, ListNotifications::default());
-                caller.call::<_, Value>(&list, "probe").await.is_ok()
-            }
-        })
-        .await;
-        assert!(up, "notification never answered");
+                probe.answers(None, ListOrders::default()).await
+                    && probe.answers(key.clone(), GetOrder { order_id: OrderId::new_v7() }).await
+                    && probe.answers(key, GetCart {}).await
+            })
+            .await;
+        stack
+            .until_answering("shipping", |probe| async move {
+                probe.answers(None, ShipShipment { shipment_id: ShipmentId::new_v7() }).await
+            })
+            .await;
+        stack
+            .until_answering(
+                "notification",
+                |probe| async move { probe.answers(None, ListNotifications::default()).await },
+            )
+            .await;
         stack.commerce = Some(Commerce { clock, simulator, order_db, payment_db, shipping_db, notification_db, smtp });
+    }
+
+    /// Waits (at most [`PATIENCE`]) until `probe` finds `who` answering.
+    async fn until_answering<F, Fut>(&self, who: &str, probe: F)
+    where
+        F: Fn(Probe) -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let caller = emporium_nats::Caller::new(self.nats.client().clone(), Duration::from_millis(500));
+        let up = emporium_test_harness::eventually(PATIENCE, || probe(Probe(caller.clone()))).await;
+        assert!(up, "{who} never answered");
     }
 
     pub fn commerce(&self) -> &Commerce {
@@ -439,6 +429,17 @@ impl Stack {
     }
 }
 
+/// Asks services whether they are up.
+pub struct Probe(emporium_nats::Caller);
+
+impl Probe {
+    /// Whether `command` got a reply: any, even a refusal ("sign in first",
+    /// "overloaded"), means its service is subscribed.
+    pub async fn answers<C: Command>(&self, key: Option<EntityKey>, command: C) -> bool {
+        self.0.call::<_, Value>(&CommandEnvelope::new(key, None, command), "probe").await.is_ok()
+    }
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
         self.identity_stop.cancel();
@@ -462,6 +463,29 @@ pub async fn problem(response: Response, status: u16) -> Value {
 
 pub fn token(session: &Value, field: &str) -> String {
     session[field].as_str().unwrap().to_owned()
+}
+
+/// Reads with `read` until `reached` holds for the reading, then returns it;
+/// past [`PATIENCE`] fails with `failure` and the last reading.
+pub async fn read_until<F, Fut>(failure: &str, mut read: F, reached: impl Fn(&Value) -> bool) -> Value
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Value>,
+{
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let value = read().await;
+        if reached(&value) {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "{failure}: {value:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A benchmark's setting from the environment, else `default`.
+pub fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// Runs `clients` loops of `request` for `secs` (benchmarks); returns (ok per second, p50, p99).

@@ -1,17 +1,12 @@
 //! A shop for end-to-end tests: every service of a sale running, a seller
 //! with one product in stock, a customer, and the steps a test takes through
-//! the HTTP API (fill the cart, check out, read the order until it reaches a
-//! state, play the carrier).
-
-use std::time::Duration;
+//! the HTTP API (fill the cart, check out, read the order or the stock until
+//! it reaches a state, cancel, play the carrier).
 
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
-use super::{Stack, token};
-
-/// How long a test waits for the system to reach a state.
-pub const PATIENCE: Duration = Duration::from_secs(20);
+use super::{Stack, read_until, token};
 
 pub struct Shop {
     pub stack: Stack,
@@ -102,19 +97,25 @@ impl Shop {
 
     /// The order as `viewer` sees it once `reached` holds, polling until it does.
     pub async fn order_when_as(&self, viewer: &str, id: &str, what: &str, reached: impl Fn(&Value) -> bool) -> Value {
-        let deadline = std::time::Instant::now() + PATIENCE;
-        loop {
-            let order = self.order_as(viewer, id).await;
-            if reached(&order) {
-                return order;
-            }
-            assert!(std::time::Instant::now() < deadline, "order never {what}: {order:#}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        read_until(&format!("order never {what}"), || self.order_as(viewer, id), reached).await
     }
 
     pub async fn order_when(&self, id: &str, what: &str, reached: impl Fn(&Value) -> bool) -> Value {
         self.order_when_as(&self.customer, id, what, reached).await
+    }
+
+    /// The order once its status is `wanted`.
+    pub async fn order_reaching(&self, id: &str, wanted: &str) -> Value {
+        self.order_when(id, wanted, |order| status(order) == wanted).await
+    }
+
+    /// `who` cancels order `id`.
+    pub async fn cancel_as(&self, who: &str, id: &str) -> Response {
+        self.stack.send_as(who, Method::POST, &format!("/api/v1/orders/{id}/cancel"), &json!({})).await
+    }
+
+    pub async fn cancel(&self, id: &str) -> Response {
+        self.cancel_as(&self.customer, id).await
     }
 
     /// The order's shipment id, once shipping has created it.
@@ -133,23 +134,43 @@ impl Shop {
         self.stack.send_as(who, Method::POST, &format!("/api/v1/shipments/{shipment}/{step}"), &json!({})).await
     }
 
+    /// [`carrier`](Self::carrier), which must succeed.
+    pub async fn report(&self, who: &str, shipment: &str, step: &str) {
+        assert_eq!(self.carrier(who, shipment, step).await.status(), 200, "{step}");
+    }
+
     /// The admin, standing in for the carrier, ships and delivers `viewer`'s
     /// confirmed `order`; returns once the order shows it delivered.
     pub async fn deliver_as(&self, viewer: &str, order: &str) {
         let (admin, shipment) = (self.stack.admin().await, self.shipment_as(viewer, order).await);
         for step in ["ship", "deliver"] {
-            assert_eq!(self.carrier(&admin, &shipment, step).await.status(), 200, "{step}");
+            self.report(&admin, &shipment, step).await;
         }
-        self.order_when_as(viewer, order, "delivered", |o| o["status"] == "delivered").await;
+        self.order_when_as(viewer, order, "delivered", |o| status(o) == "delivered").await;
+    }
+
+    /// The product as anyone sees it (with its stock and rating).
+    pub async fn product(&self) -> Value {
+        let response = self.stack.request(Method::GET, &format!("/api/v1/products/{}", self.product)).send().await;
+        let response = response.unwrap();
+        assert_eq!(response.status(), 200, "reading the product");
+        response.json().await.unwrap()
     }
 
     /// The product's stock as the catalog shows it.
     pub async fn stock(&self) -> Value {
-        let response =
-            self.stack.request(Method::GET, &format!("/api/v1/products/{}", self.product)).send().await.unwrap();
-        let product: Value = response.json().await.unwrap();
-        product["stock"].clone()
+        self.product().await["stock"].clone()
     }
+
+    /// The product's stock once `reached` holds, polling until it does.
+    pub async fn stock_when(&self, failure: &str, reached: impl Fn(&Value) -> bool) -> Value {
+        read_until(failure, || self.stock(), reached).await
+    }
+}
+
+/// The order's status.
+pub fn status(order: &Value) -> &str {
+    order["status"].as_str().unwrap()
 }
 
 pub fn address() -> Value {
