@@ -222,6 +222,14 @@ impl Default for ServeConfig {
     }
 }
 
+/// The answer to a command that failed on our side (storage, a bug): the
+/// error is logged here, once, inside the command's span (its subject names
+/// the service); the caller learns nothing more than that it failed.
+pub fn internal(error: &dyn std::fmt::Display) -> ReplyError {
+    tracing::error!(%error, "command failed");
+    ReplyError::new(ErrorKind::Internal, "the request could not be completed")
+}
+
 /// Answers every route's command in `queue_group` until `stop`, each request
 /// in a task of its own, at most `config.max_in_flight` at once (the rest are
 /// answered `overloaded` at once), then lets the requests in flight finish.

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use emporium_actors::{EntityHost, HostError, StoreError, Versioned};
 use emporium_nats::rpc::Routes;
+use emporium_nats::rpc::internal;
 use emporium_nats::{Caller, SharedClock};
 use emporium_schemas::commands::cart::{AddItem, CartView, Checkout, GetCart, RemoveItem, SetQuantity};
 use emporium_schemas::commands::order::{OrderAccepted, PlaceOrder};
@@ -89,11 +90,6 @@ fn customer<C>(command: CommandEnvelope<C>) -> Result<(Customer, C), ReplyError>
     }
     let customer = Customer { user, principal, correlation_id: command.correlation_id, request_id: command.id };
     Ok((customer, command.data))
-}
-
-fn internal(error: &dyn std::fmt::Display) -> ReplyError {
-    tracing::error!(%error, "cart command failed");
-    ReplyError::new(ErrorKind::Internal, "the request could not be completed")
 }
 
 fn unavailable(what: &str) -> ReplyError {

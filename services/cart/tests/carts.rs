@@ -111,6 +111,7 @@ impl World {
             pool: catalog_db.pool().clone(),
             nats: nats.client().clone(),
             partitions: PARTITIONS,
+            clock: Arc::new(emporium_nats::SystemClock),
         };
         let catalog_settings = emporium_catalog::CatalogSettings::from_source(|_| None).unwrap();
         tokio::spawn(emporium_catalog::run(catalog_settings, catalog, stop.clone()));

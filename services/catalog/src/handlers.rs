@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use emporium_nats::rpc::internal;
 use emporium_nats::{OutboxSignal, OutgoingEvent, Routes, SharedClock};
 use emporium_schemas::commands::catalog::{
     AddReview, CategoryView, CreateCategory, CreateProduct, DeleteProduct, GetProduct, ListCategories, ListReviews,
@@ -43,11 +44,6 @@ pub fn routes(catalog: Catalog) -> Routes<Catalog> {
         .on(|s, c: CommandEnvelope<CreateCategory>| async move { s.create_category(&c).await })
         .on(|s, c: CommandEnvelope<AddReview>| async move { s.add_review(&c).await })
         .on(|s, c: CommandEnvelope<ListReviews>| async move { s.reviews(c.data).await })
-}
-
-fn internal(error: &dyn std::fmt::Display) -> ReplyError {
-    tracing::error!(%error, "catalog command failed");
-    ReplyError::new(ErrorKind::Internal, "the request could not be completed")
 }
 
 fn not_found() -> ReplyError {

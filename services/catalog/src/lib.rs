@@ -30,9 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use emporium_actors::{GroupCommit, WriterConfig};
-use emporium_nats::{OutboxSignal, ServiceRuntime, SharedClock, Subscription, SystemClock};
+use emporium_nats::{OutboxSignal, ServiceRuntime, Subscription};
 use emporium_platform::settings::{SettingsError, typed};
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::ProductCache;
@@ -77,18 +76,13 @@ impl CatalogSettings {
 pub type CatalogError = emporium_nats::ServiceError;
 
 /// What the service runs on; the host (or a test) opens these.
-#[derive(Debug, Clone)]
-pub struct Dependencies {
-    pub pool: PgPool,
-    pub nats: async_nats::Client,
-    pub partitions: u16,
-}
+pub type Dependencies = emporium_nats::runtime::Dependencies;
 
 /// Migrates, then answers commands, relays its outbox and follows stock
 /// levels and deliveries until `stop`; returns once in-flight work has finished.
 pub async fn run(settings: CatalogSettings, deps: Dependencies, stop: CancellationToken) -> Result<(), CatalogError> {
     store::migrate(&deps.pool).await?;
-    let clock: SharedClock = Arc::new(SystemClock);
+    let clock = deps.clock.clone();
     let outbox = OutboxSignal::default();
     let cache = Arc::new(ProductCache::new(settings.cache_capacity, settings.cache_ttl));
     let (mut runtime, _) =

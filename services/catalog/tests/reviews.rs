@@ -61,7 +61,12 @@ impl World {
         // Migrated here too, so the test's own queries never race the service's start.
         emporium_catalog::store::migrate(db.pool()).await.unwrap();
         let stop = CancellationToken::new();
-        let deps = Dependencies { pool: db.pool().clone(), nats: nats.client().clone(), partitions: 1 };
+        let deps = Dependencies {
+            pool: db.pool().clone(),
+            nats: nats.client().clone(),
+            partitions: 1,
+            clock: std::sync::Arc::new(emporium_nats::SystemClock),
+        };
         tokio::spawn(emporium_catalog::run(CatalogSettings::from_source(|_| None).unwrap(), deps, stop.clone()));
         let caller = Caller::new(nats.client().clone(), Duration::from_secs(5));
         let world = Self {

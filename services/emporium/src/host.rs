@@ -139,23 +139,11 @@ impl Service {
             }
             Service::Catalog => {
                 let catalog_settings = emporium_catalog::CatalogSettings::from_source(env)?;
-                let pool = open_database(&connections, &readiness, emporium_catalog::SERVICE)?;
-                let deps = emporium_catalog::Dependencies {
-                    pool,
-                    nats: connections.nats().clone(),
-                    partitions: settings.partitions,
-                };
-                emporium_catalog::run(catalog_settings, deps, stop).await?;
+                emporium_catalog::run(catalog_settings, runtime_dependencies()?, stop).await?;
             }
             Service::Inventory => {
                 let inventory_settings = emporium_inventory::InventorySettings::from_source(env)?;
-                let pool = open_database(&connections, &readiness, emporium_inventory::SERVICE)?;
-                let deps = emporium_inventory::Dependencies {
-                    pool,
-                    nats: connections.nats().clone(),
-                    partitions: settings.partitions,
-                };
-                emporium_inventory::run(inventory_settings, deps, stop).await?;
+                emporium_inventory::run(inventory_settings, runtime_dependencies()?, stop).await?;
             }
             Service::Order => {
                 let order_settings = emporium_order::OrderSettings::from_source(env)?;

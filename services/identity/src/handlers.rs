@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
+use emporium_nats::rpc::internal;
 use emporium_nats::{OutboxSignal, OutgoingEvent, Routes, SharedClock};
 use emporium_schemas::commands::identity::{
     AddAddress, DeleteAddress, GetKeys, GetProfile, ListAddresses, Login, Logout, Profile, Refresh, Register,
@@ -63,11 +64,6 @@ pub fn routes(identity: Identity) -> Routes<Identity> {
         .on(|s: Arc<Identity>, _: CommandEnvelope<GetKeys>| async move {
             serde_json::to_value(s.key.jwks()).map_err(|e| internal(&e))
         })
-}
-
-fn internal(error: &dyn std::fmt::Display) -> ReplyError {
-    tracing::error!(%error, "identity command failed");
-    ReplyError::new(ErrorKind::Internal, "the request could not be completed")
 }
 
 impl From<Invalid> for ReplyError {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use emporium_nats::Routes;
+use emporium_nats::rpc::internal;
 use emporium_schemas::commands::inventory::{GetStock, ProductStock, SetStock};
 use emporium_schemas::events::inventory::StockChangeReason;
 use emporium_schemas::{CommandEnvelope, ErrorKind, Origin, ReplyError};
@@ -23,11 +24,6 @@ pub fn routes(inventory: Arc<Inventory>) -> Routes<Inventory> {
             }
         },
     )
-}
-
-fn internal(error: &dyn std::fmt::Display) -> ReplyError {
-    tracing::error!(%error, "inventory command failed");
-    ReplyError::new(ErrorKind::Internal, "the request could not be completed")
 }
 
 impl Inventory {

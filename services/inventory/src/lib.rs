@@ -23,9 +23,8 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use emporium_nats::{OutboxSignal, ServiceRuntime, SharedClock, Subscription, SystemClock};
+use emporium_nats::{OutboxSignal, ServiceRuntime, Subscription};
 use emporium_platform::settings::{SettingsError, typed};
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::saga::{CatalogEvents, Inventory, OrderEvents, ShippingEvents};
@@ -67,12 +66,7 @@ impl InventorySettings {
 pub type InventoryError = emporium_nats::ServiceError;
 
 /// What the service runs on; the host (or a test) opens these.
-#[derive(Debug, Clone)]
-pub struct Dependencies {
-    pub pool: PgPool,
-    pub nats: async_nats::Client,
-    pub partitions: u16,
-}
+pub type Dependencies = emporium_nats::runtime::Dependencies;
 
 /// Migrates, then consumes catalog, order and shipping events, answers
 /// commands, runs the backstop and relays its outbox until `stop`.
@@ -82,7 +76,7 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<(), InventoryError> {
     store::migrate(&deps.pool).await?;
-    let clock: SharedClock = Arc::new(SystemClock);
+    let clock = deps.clock.clone();
     let outbox = OutboxSignal::default();
     let (mut runtime, leases) =
         ServiceRuntime::start(SERVICE, &deps.pool, &deps.nats, deps.partitions, &clock, &outbox, stop).await?;

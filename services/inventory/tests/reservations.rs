@@ -65,7 +65,12 @@ impl World {
         // Migrated here too, so the test's own queries never race the service's start.
         emporium_inventory::store::migrate(db.pool()).await.unwrap();
         let stop = CancellationToken::new();
-        let deps = Dependencies { pool: db.pool().clone(), nats: nats.client().clone(), partitions: PARTITIONS };
+        let deps = Dependencies {
+            pool: db.pool().clone(),
+            nats: nats.client().clone(),
+            partitions: PARTITIONS,
+            clock: std::sync::Arc::new(emporium_nats::SystemClock),
+        };
         let settings = InventorySettings::from_source(|_| None).unwrap();
         tokio::spawn(emporium_inventory::run(settings, deps, stop.clone()));
         Self { publisher: Publisher::new(jetstream, PARTITIONS), nats, db, stop, seller: UserId::new_v7() }

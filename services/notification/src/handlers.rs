@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use emporium_nats::Routes;
+use emporium_nats::rpc::internal;
 use emporium_schemas::commands::notification::{
     ListNotifications, NotificationPage, NotificationView, ReadNotification,
 };
@@ -17,11 +18,6 @@ pub fn routes(notifier: Arc<Notifier>) -> Routes<Notifier> {
     Routes::from_arc(notifier)
         .on(|s, c: CommandEnvelope<ListNotifications>| async move { s.list(&c).await })
         .on(|s, c: CommandEnvelope<ReadNotification>| async move { s.read(&c).await })
-}
-
-fn internal(error: &dyn std::fmt::Display) -> ReplyError {
-    tracing::error!(%error, "notification command failed");
-    ReplyError::new(ErrorKind::Internal, "the request could not be completed")
 }
 
 impl Notifier {

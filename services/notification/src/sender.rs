@@ -1,10 +1,11 @@
 //! The email sender: one leader per deployment (a lease), woken in-process
-//! when a commit queued emails, polling otherwise. Each due email is claimed
-//! with `FOR UPDATE SKIP LOCKED` in a transaction of its own, handed to the
-//! sink, and marked sent in that transaction once the sink accepted it; a
-//! failure is counted, its error kept, and the email tried again after a
-//! growing wait. A crash before the commit leaves the row due: sent at
-//! least once, never dropped.
+//! when a commit queued emails, polling otherwise. A step claims a batch of
+//! due emails with `FOR UPDATE SKIP LOCKED`, hands them to the sink one by
+//! one, and marks those the sink accepted sent in the same transaction: one
+//! commit per batch, not per email (Postgres commits are the scarce
+//! resource). A failure is counted, its error kept, and the email tried
+//! again after a growing wait. A crash before the commit leaves the batch
+//! due: sent at least once, never dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,41 +80,37 @@ impl Sender {
     /// next step rather than each failing in turn). The sender's step,
     /// which tests drive directly.
     pub async fn send_due(&self) -> Result<Sent, StoreError> {
-        let mut done = Sent::default();
-        while done.sent < self.config.batch {
-            let now = self.clock.now();
-            let mut tx = self.pool.begin().await?;
-            let Some(due) = store::claim_due(&mut tx, now).await? else {
-                break;
-            };
+        let mut tx = self.pool.begin().await?;
+        let due = store::claim_due(&mut tx, self.clock.now(), self.config.batch).await?;
+        if due.is_empty() {
+            return Ok(Sent::default());
+        }
+        let mut sent = Vec::with_capacity(due.len());
+        let mut failed = 0;
+        for due in due {
             let email = OutgoingEmail {
                 id: due.id,
                 to_name: due.name.clone(),
                 to_address: due.address.clone(),
                 subject: due.subject.clone(),
                 text: domain::email_text(&due.name, &due.body),
-                date: now,
+                date: self.clock.now(),
             };
-            match self.sink.send(&email).await {
-                Ok(()) => {
-                    store::mark_sent(&mut tx, due.id, self.clock.now()).await?;
-                    tx.commit().await?;
-                    done.sent += 1;
-                }
-                Err(error) => {
-                    let attempts = due.attempts.saturating_add(1);
-                    let wait = domain::retry_delay(attempts, self.config.backoff, self.config.max_backoff);
-                    let now = self.clock.now();
-                    let retry_at = now + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX);
-                    store::mark_failed(&mut tx, due.id, &error.to_string(), now, retry_at).await?;
-                    tx.commit().await?;
-                    tracing::warn!(email.id = %due.id, attempts, retry_in_secs = wait.as_secs(), %error, "an email was not accepted; it stays queued");
-                    done.failed += 1;
-                    break;
-                }
+            if let Err(error) = self.sink.send(&email).await {
+                let attempts = due.attempts.saturating_add(1);
+                let wait = domain::retry_delay(attempts, self.config.backoff, self.config.max_backoff);
+                let now = self.clock.now();
+                let retry_at = now + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX);
+                store::mark_failed(&mut tx, due.id, &error.to_string(), now, retry_at).await?;
+                tracing::warn!(email.id = %due.id, attempts, retry_in_secs = wait.as_secs(), %error, "an email was not accepted; it stays queued");
+                failed = 1;
+                break;
             }
+            sent.push(due.id);
         }
-        Ok(done)
+        store::mark_sent(&mut tx, &sent, self.clock.now()).await?;
+        tx.commit().await?;
+        Ok(Sent { sent: sent.len(), failed })
     }
 
     /// Sends while this process leads `mailer.notification`, until `stop`.

@@ -297,37 +297,43 @@ pub struct DueEmail {
     pub attempts: u32,
 }
 
-/// Claims the next due email whose recipient's address is known, locking
-/// its row for the rest of `tx` (others skip it). Emails of recipients
-/// with no known address are not due: they wait for the address.
-pub async fn claim_due(tx: &mut PgConnection, now: DateTime<Utc>) -> Result<Option<DueEmail>, StoreError> {
-    let row = sqlx::query(
+/// Claims up to `limit` emails due at `now`, oldest due first, locking their
+/// rows for the rest of `tx` (others skip them). Emails of recipients with
+/// no known address are not due: they wait for the address.
+pub async fn claim_due(tx: &mut PgConnection, now: DateTime<Utc>, limit: usize) -> Result<Vec<DueEmail>, StoreError> {
+    let rows = sqlx::query(
         "SELECT e.id, e.subject, e.body, e.attempts, u.email, u.name
          FROM emails e JOIN users u ON u.user_id = e.user_id
          WHERE e.sent_at IS NULL AND e.next_attempt_at <= $1
          ORDER BY e.next_attempt_at, e.id
-         LIMIT 1
+         LIMIT $2
          FOR UPDATE OF e SKIP LOCKED",
     )
     .bind(now)
-    .fetch_optional(tx)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(tx)
     .await?;
-    row.map(|row| {
-        Ok(DueEmail {
-            id: row.try_get("id")?,
-            subject: row.try_get("subject")?,
-            body: row.try_get("body")?,
-            address: row.try_get("email")?,
-            name: row.try_get("name")?,
-            attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(0),
+    rows.iter()
+        .map(|row| {
+            Ok(DueEmail {
+                id: row.try_get("id")?,
+                subject: row.try_get("subject")?,
+                body: row.try_get("body")?,
+                address: row.try_get("email")?,
+                name: row.try_get("name")?,
+                attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(0),
+            })
         })
-    })
-    .transpose()
+        .collect()
 }
 
-pub async fn mark_sent(tx: &mut PgConnection, id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError> {
-    sqlx::query("UPDATE emails SET sent_at = $2, attempts = attempts + 1, last_attempt_at = $2 WHERE id = $1")
-        .bind(id)
+/// Records that the sink took these emails.
+pub async fn mark_sent(tx: &mut PgConnection, ids: &[Uuid], now: DateTime<Utc>) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE emails SET sent_at = $2, attempts = attempts + 1, last_attempt_at = $2 WHERE id = ANY($1)")
+        .bind(ids)
         .bind(now)
         .execute(tx)
         .await?;

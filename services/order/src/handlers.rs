@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use emporium_actors::{CommitMeta, EntityHost, HostError, Persistent};
+use emporium_actors::{EntityHost, HostError, Persistent};
 use emporium_nats::rpc::{CallError, Routes};
 use emporium_nats::{Caller, SharedClock};
 use emporium_schemas::commands::catalog::{GetProduct, ProductView};
@@ -13,7 +13,7 @@ use emporium_schemas::commands::order::{
     CancelOrder, GetOrder, ListOrders, OrderAccepted, OrderPage, OrderView, PlaceOrder,
 };
 use emporium_schemas::values::{NonEmpty, OrderId, PricedLine, ProductQuantity, merge_quantities};
-use emporium_schemas::{CommandEnvelope, ErrorKind, Partition, Principal, Reply, ReplyError};
+use emporium_schemas::{CommandEnvelope, ErrorKind, Origin, Partition, Principal, Reply, ReplyError};
 use sqlx::PgPool;
 
 use crate::domain::{self, Order, OrderCommand, Placement, Rejection, Viewer};
@@ -61,10 +61,6 @@ fn not_found() -> ReplyError {
     ReplyError::new(ErrorKind::NotFound, "no such order")
 }
 
-fn meta<C>(command: &CommandEnvelope<C>) -> CommitMeta {
-    CommitMeta { correlation_id: command.correlation_id, causation_id: *command.id.as_uuid(), inbox: None }
-}
-
 impl OrderService {
     async fn place(&self, command: CommandEnvelope<PlaceOrder>) -> Result<OrderAccepted, ReplyError> {
         let principal = command.signed_in()?;
@@ -79,7 +75,7 @@ impl OrderService {
         // checkout's actor keeps the (empty) state it loaded for the placement.
         let items = merge_quantities(data.lines.iter().map(|line| (line.product_id, line.quantity.get())));
         let find = OrderCommand::Find { request_digest: data.request_digest.as_str().to_owned(), items };
-        match self.host.send_with(data.order_id, find, meta(&command)).await {
+        match self.host.send_with(data.order_id, find, Origin::from(&command).into()).await {
             Ok(_) => return Ok(OrderAccepted { order_id: data.order_id }),
             Err(HostError::Rejected(Rejection::NotPlaced)) => {}
             Err(error) => return Err(refused(&error)),
@@ -102,7 +98,10 @@ impl OrderService {
             deadline_at: at + deadline,
         };
         let place = OrderCommand::Place { placement: Box::new(placement), at };
-        self.host.send_with(data.order_id, place, meta(&command)).await.map_err(|error| refused(&error))?;
+        self.host
+            .send_with(data.order_id, place, Origin::from(&command).into())
+            .await
+            .map_err(|error| refused(&error))?;
         Ok(OrderAccepted { order_id: data.order_id })
     }
 
@@ -148,7 +147,7 @@ impl OrderService {
             return Err(ReplyError::new(ErrorKind::Forbidden, "only the customer or an admin may cancel an order"));
         }
         let cancel = OrderCommand::Cancel { at: self.clock.now() };
-        self.host.send_with(id, cancel, meta(&command)).await.map_err(|error| refused(&error))?;
+        self.host.send_with(id, cancel, Origin::from(&command).into()).await.map_err(|error| refused(&error))?;
         Ok(self.visible(id, &principal).await?.1)
     }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use emporium_nats::Routes;
+use emporium_nats::rpc::internal;
 use emporium_schemas::commands::shipping::{DeliverShipment, ShipShipment, ShipmentDetails};
 use emporium_schemas::events::shipping::{ShippingDelivered, ShippingShipped};
 use emporium_schemas::values::{Role, ShipmentId};
@@ -24,11 +25,6 @@ pub fn routes(shipping: Arc<Shipping>) -> Routes<Shipping> {
             let shipment = c.data.shipment_id;
             s.carrier_move(&c, shipment, Move::Deliver).await
         })
-}
-
-fn internal(error: &dyn std::fmt::Display) -> ReplyError {
-    tracing::error!(%error, "shipping command failed");
-    ReplyError::new(ErrorKind::Internal, "the request could not be completed")
 }
 
 impl Shipping {

@@ -185,6 +185,7 @@ impl Stack {
             pool: catalog_db.pool().clone(),
             nats: self.nats.client().clone(),
             partitions: 1,
+            clock: Arc::new(emporium_nats::SystemClock),
         };
         let settings = emporium_catalog::CatalogSettings::from_source(|_| None).unwrap();
         tokio::spawn(emporium_catalog::run(settings, catalog, self.catalog_stop.clone()));
@@ -192,6 +193,7 @@ impl Stack {
             pool: inventory_db.pool().clone(),
             nats: self.nats.client().clone(),
             partitions: 1,
+            clock: Arc::new(emporium_nats::SystemClock),
         };
         let settings = emporium_inventory::InventorySettings::from_source(|_| None).unwrap();
         tokio::spawn(emporium_inventory::run(settings, inventory, self.catalog_stop.clone()));
@@ -325,6 +327,7 @@ impl Stack {
             pool: self.catalog_db.as_ref().expect("start_catalog first").pool().clone(),
             nats: self.nats.client().clone(),
             partitions: 1,
+            clock: Arc::new(emporium_nats::SystemClock),
         };
         let settings = emporium_catalog::CatalogSettings::from_source(|_| None).unwrap();
         tokio::spawn(emporium_catalog::run(settings, deps, self.catalog_stop.clone()));
