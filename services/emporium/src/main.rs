@@ -136,7 +136,26 @@ fn selected(args: &[ServiceArg]) -> Vec<host::Service> {
     if args.is_empty() || args.contains(&ServiceArg(None)) {
         return host::Service::ALL.to_vec();
     }
-    let mut services: Vec<host::Service> = args.iter().filter_map(|arg| arg.0).collect();
-    services.dedup();
+    // Each named service once, in the order first named (`dedup` alone would
+    // only drop adjacent repeats: `run order payment order` started order twice).
+    let mut services: Vec<host::Service> = Vec::new();
+    for service in args.iter().filter_map(|arg| arg.0) {
+        if !services.contains(&service) {
+            services.push(service);
+        }
+    }
     services
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_named_service_runs_once_in_the_order_first_named() {
+        let (order, payment) = (ServiceArg(Some(host::Service::Order)), ServiceArg(Some(host::Service::Payment)));
+        assert_eq!(selected(&[order, payment, order]), [host::Service::Order, host::Service::Payment]);
+        assert_eq!(selected(&[]), host::Service::ALL);
+        assert_eq!(selected(&[payment, ServiceArg(None)]), host::Service::ALL);
+    }
 }
