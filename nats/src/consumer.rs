@@ -8,11 +8,19 @@
 //! key's later messages are held (their ack deadline extended) until its
 //! redelivery has been handled, so a handler sees each key's `seq` increase.
 //! The loop bounds deliveries itself: at the last attempt the message goes to
-//! the DLQ (and is TERMed once the DLQ has acked); undecodable and rejected
-//! messages go there at once.
+//! the DLQ (and is TERMed once the DLQ has acked); malformed and rejected
+//! messages go there at once. Malformed is: larger than an event may be
+//! ([`MAX_EVENT_BYTES`]), not an event envelope, or an envelope its subject
+//! contradicts; such a message is dead-lettered before it is given a lane,
+//! since its key cannot be trusted. A well-formed event of a type or version
+//! the handler does not take is acked: during a migration, producers publish
+//! the next major version beside the current one. A handler that panics is
+//! treated as one that asked for a retry, so the loop, and every other key
+//! in it, goes on.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,9 +28,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull::Batch;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
-use emporium_schemas::{DecodeError, EntityKey, Envelope, Event, RawEnvelope, Seq};
-use futures::StreamExt;
+use emporium_schemas::{DecodeError, EntityKey, Envelope, Event, MAX_EVENT_BYTES, RawEnvelope, Seq};
 use futures::stream::{FuturesUnordered, ReadyChunks};
+use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -152,6 +160,8 @@ pub struct LoopConfig {
     /// How long a key's later messages are held for a NAKed one to come back
     /// before they are handled anyway.
     pub hold_limit: Duration,
+    /// Larger messages are dead-lettered unread.
+    pub max_payload: usize,
 }
 
 impl Default for LoopConfig {
@@ -163,6 +173,7 @@ impl Default for LoopConfig {
             backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(15),
             hold_limit: Duration::from_secs(90),
+            max_payload: MAX_EVENT_BYTES,
         }
     }
 }
@@ -345,9 +356,9 @@ impl<H: Handler> ConsumerLoop<H> {
         running: &mut FuturesUnordered<Chain<'a>>,
     ) {
         let Some(incoming) = self.incoming(message) else { return };
-        let raw = match RawEnvelope::from_json(&incoming.message.payload) {
+        let raw = match self.read(&incoming) {
             Ok(raw) => raw,
-            Err(error) => return self.dead_letter(&incoming, &format!("undecodable: {error}")).await,
+            Err(reason) => return self.dead_letter(&incoming, &reason).await,
         };
         let key = raw.key().clone();
         if let Some(queued) = lanes.busy.get_mut(&key) {
@@ -368,6 +379,17 @@ impl<H: Handler> ConsumerLoop<H> {
             return;
         }
         self.start(key, vec![(incoming, raw)], lanes, running);
+    }
+
+    /// The message's envelope, or why it is malformed.
+    fn read(&self, incoming: &Incoming) -> Result<RawEnvelope, String> {
+        let size = incoming.message.payload.len();
+        if size > self.config.max_payload {
+            return Err(format!("too large: {size} bytes, the limit is {}", self.config.max_payload));
+        }
+        let raw = RawEnvelope::from_json(&incoming.message.payload).map_err(|error| format!("undecodable: {error}"))?;
+        raw.check_subject(&incoming.subject).map_err(|error| format!("undecodable: {error}"))?;
+        Ok(raw)
     }
 
     fn start<'a>(
@@ -445,7 +467,11 @@ impl<H: Handler> ConsumerLoop<H> {
             stream_sequence: incoming.stream_sequence,
             attempt: incoming.attempt,
         };
-        match self.handler.handle(envelope, &delivery).await {
+        let outcome =
+            AssertUnwindSafe(self.handler.handle(envelope, &delivery)).catch_unwind().await.unwrap_or_else(|panic| {
+                Err(HandlerError::Retry(format!("the handler panicked: {}", panic_message(&*panic))))
+            });
+        match outcome {
             Ok(handled) => {
                 let counter = match handled {
                     Handled::Applied => &self.stats.applied,
@@ -533,6 +559,11 @@ impl<H: Handler> ConsumerLoop<H> {
             }
         }
     }
+}
+
+/// What a panic said, when it said it with a string (as `panic!` and `expect` do).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic.downcast_ref::<&str>().copied().or_else(|| panic.downcast_ref::<String>().map(String::as_str)).unwrap_or("?")
 }
 
 /// Tells the server the held messages are still being worked on.

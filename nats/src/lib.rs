@@ -11,6 +11,7 @@
 //! - [`dlq`]: dead letters, listed and replayed.
 //! - [`outbox`], [`inbox`]: the transactional outbox with its relay, and the
 //!   inbox that makes consumers idempotent.
+//! - [`batch`]: many handlers' transactions committed as one, each unit in a savepoint.
 //! - [`lease`]: leases in the `locks` bucket.
 //! - [`dedup`]: the `dedup` bucket for side-effect-only handlers.
 //! - [`rpc`]: request/reply for queue-group commands: the caller and the server.
@@ -18,6 +19,7 @@
 //! - [`runtime`]: what every event-driven service starts and stops the same
 //!   way: its relay, consumers and tasks, and the request loop, in order.
 
+pub mod batch;
 pub mod buckets;
 pub mod clock;
 pub mod consumer;
@@ -32,6 +34,7 @@ pub mod rpc;
 pub mod runtime;
 pub mod topology;
 
+pub use batch::{BatchError, BatchWriter};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use consumer::{ConsumerLoop, Delivery, EventSet, Freshness, Handled, Handler, HandlerError, LoopConfig};
 pub use lease::{Acquire, Lease, LeaseError, Leases};

@@ -19,7 +19,7 @@ use emporium_nats::{
     SystemClock, Topology, dlq, inbox, outbox, provision,
 };
 use emporium_schemas::events::order::OrderShipped;
-use emporium_schemas::{EntityKey, Envelope, MessageId, Partition, Seq};
+use emporium_schemas::{EntityKey, Envelope, Event, MessageId, Partition, Seq};
 use emporium_test_harness::events::order_shipped;
 use emporium_test_harness::{TestDatabase, TestNats, eventually};
 use sqlx::PgPool;
@@ -330,6 +330,97 @@ async fn a_poison_message_reaches_the_dlq_after_its_last_attempt_and_can_be_repl
     assert_eq!(dlq::list(&fx.js, 10).await.unwrap().len(), 1, "the replayed letter left the DLQ");
     assert!(matches!(dlq::replay(&fx.js, gave_up.sequence).await, Err(dlq::DlqError::NotFound(_))));
     assert_eq!(total(&stats, |s| &s.dead_lettered), 2);
+    stop.cancel();
+}
+
+/// Applies every event, except that it panics on the one it is told to.
+#[derive(Default)]
+struct Brittle {
+    panics_on: Mutex<Option<MessageId>>,
+    applied: Mutex<Vec<MessageId>>,
+}
+
+impl Handler for Brittle {
+    type Event = OrderShipped;
+
+    async fn handle(&self, event: Envelope<OrderShipped>, _: &Delivery) -> Result<Handled, HandlerError> {
+        assert!(*self.panics_on.lock().unwrap() != Some(event.id), "a bug in the handler");
+        self.applied.lock().unwrap().push(event.id);
+        Ok(Handled::Applied)
+    }
+}
+
+#[tokio::test]
+async fn malformed_events_are_dead_lettered_at_once_a_panic_after_its_attempts_and_the_loop_goes_on() {
+    let fx = Fixture::start().await;
+    let handler = Arc::new(Brittle::default());
+    let stop = CancellationToken::new();
+    let config = LoopConfig {
+        max_attempts: 3,
+        backoff: Duration::from_millis(20),
+        expires: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let stats = fx.consume(&handler, &config, &stop);
+    let publish = |subject: String, payload: Vec<u8>| async {
+        fx.js.publish(subject, payload.into()).await.unwrap().await.unwrap();
+    };
+
+    let bad = emporium_test_harness::events::bad_events(&OrderShipped::TYPE, PARTITIONS);
+    for event in &bad {
+        publish(event.subject.clone(), event.payload.clone()).await;
+    }
+    // Well formed, of a version this build does not know: acked, as any
+    // event the handler does not take.
+    let key = EntityKey::from(Uuid::now_v7());
+    let future = shipped(&key, 1);
+    let mut envelope: serde_json::Value = serde_json::from_slice(&future.payload).unwrap();
+    envelope["schema"] = 9.into();
+    let subject = future.subject(PARTITIONS).replace(".v1.", ".v9.");
+    publish(subject, serde_json::to_vec(&envelope).unwrap()).await;
+    let fatal = shipped(&EntityKey::from(Uuid::now_v7()), 1);
+    *handler.panics_on.lock().unwrap() = Some(fatal.id);
+    fx.publisher.publish(&fatal).await.unwrap();
+    // After all of them, on a key a malformed message used: handled.
+    let after: Vec<OutgoingEvent> = bad
+        .iter()
+        .map(|event| {
+            let key = event.subject.rsplit('.').next().unwrap().to_owned();
+            shipped(&EntityKey::try_from(key).unwrap(), 1)
+        })
+        .collect();
+    for event in &after {
+        fx.publisher.publish(event).await.unwrap();
+    }
+
+    let expected = bad.len() + 1;
+    assert!(
+        eventually(Duration::from_secs(20), || async { dlq::list(&fx.js, 100).await.unwrap().len() == expected }).await
+    );
+    let letters = dlq::list(&fx.js, 100).await.unwrap();
+    for event in &bad {
+        let letter = letters.iter().find(|l| l.subject == event.subject).unwrap_or_else(|| panic!("{}", event.what));
+        assert!(letter.reason.starts_with(event.reason), "{}: {}", event.what, letter.reason);
+        assert_eq!(letter.attempts, 1, "{}: dead-lettered on its first delivery", event.what);
+        assert_eq!(letter.payload.as_ref(), event.payload.as_slice(), "{}", event.what);
+        let partition = event.subject.split('.').nth(4).unwrap();
+        assert!(letter.consumer.ends_with(partition), "{}: {}", event.what, letter.consumer);
+    }
+    let panicked = letters.iter().find(|l| l.subject == fatal.subject(PARTITIONS)).expect("the panicking event");
+    assert!(panicked.reason.contains("the handler panicked: a bug in the handler"), "{}", panicked.reason);
+    assert_eq!(panicked.attempts, 3);
+
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            let applied = handler.applied.lock().unwrap();
+            after.iter().all(|event| applied.contains(&event.id))
+        })
+        .await,
+        "the loops went on"
+    );
+    assert_eq!(handler.applied.lock().unwrap().len(), after.len());
+    assert_eq!(total(&stats, |s| &s.unhandled), 1, "the unknown version was acked");
+    assert_eq!(total(&stats, |s| &s.dead_lettered), u64::try_from(expected).unwrap());
     stop.cancel();
 }
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::registry::{CommandType, EventType};
+use crate::registry::{CommandType, EventSubject, EventType};
 pub use crate::values::MessageId;
 use crate::values::{Role, UserId};
 
@@ -38,7 +38,16 @@ pub enum DecodeError {
     DataNotAnObject,
     #[error("expected a {expected} v{expected_version} message, got {got} v{got_version}")]
     WrongType { expected: &'static str, expected_version: u32, got: String, got_version: u32 },
+    #[error("a {type_name} v{version} event of key {key} cannot travel on {subject}")]
+    WrongSubject { subject: String, type_name: String, version: u32, key: String },
 }
+
+/// The largest encoded event a consumer takes; a larger one is dead-lettered
+/// unread. The largest event the domain rules allow, an `order.placed` of a
+/// full cart (50 lines) with every address field at its longest, encodes to
+/// under 16 KiB (a test holds it to that), so this leaves room for additive
+/// fields while no producer can make every consumer parse megabytes.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 
 /// The saga or entity key an event belongs to; the last token of its subject,
 /// so it may hold only letters, digits, `-` and `_` (no `.`, `*`, `>` or spaces).
@@ -221,8 +230,35 @@ pub struct RawEnvelope {
 }
 
 impl RawEnvelope {
+    /// Reads the envelope; its payload must be a JSON object, whoever takes it.
     pub fn from_json(bytes: &[u8]) -> Result<Self, DecodeError> {
-        Ok(Self { wire: serde_json::from_slice(bytes)? })
+        let wire: EventWire<Box<RawValue>> = serde_json::from_slice(bytes)?;
+        if !wire.data.get().starts_with('{') {
+            return Err(DecodeError::DataNotAnObject);
+        }
+        Ok(Self { wire })
+    }
+
+    /// Refuses an envelope that contradicts the subject it travelled on: its
+    /// `type`, `schema` and `key` are the subject's. Our producers build both
+    /// from one event; a message whose two disagree was made by something
+    /// else, and a consumer would only be guessing which one to believe.
+    pub fn check_subject(&self, subject: &str) -> Result<(), DecodeError> {
+        let agrees = EventSubject::parse(subject).is_some_and(|tokens| {
+            self.wire.type_name.split_once('.') == Some((tokens.context, tokens.name))
+                && self.wire.schema == tokens.version
+                && self.wire.key.as_str() == tokens.key
+        });
+        if agrees {
+            Ok(())
+        } else {
+            Err(DecodeError::WrongSubject {
+                subject: subject.to_owned(),
+                type_name: self.wire.type_name.clone(),
+                version: self.wire.schema,
+                key: self.wire.key.to_string(),
+            })
+        }
     }
 
     pub fn id(&self) -> MessageId {
@@ -401,4 +437,88 @@ pub enum ErrorKind {
     Overloaded,
     /// 500: logged by the service, never detailed to the client.
     Internal,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::events::order::OrderPlaced;
+    use crate::values::Text;
+
+    fn order_placed(key: &str, data: &serde_json::Value) -> serde_json::Value {
+        json!({
+            "id": "0193a5c3-0000-7000-8000-000000000001", "type": "order.placed", "schema": 1, "key": key, "seq": 1,
+            "occurred_at": "2026-11-21T09:15:00Z",
+            "correlation_id": "0193a5c1-aaaa-7000-8000-000000000001",
+            "causation_id": "0193a5c1-bbbb-7000-8000-000000000001",
+            "data": data,
+        })
+    }
+
+    /// An `order.placed` of a full cart (50 lines, the cart's limit) whose
+    /// address fields are 200 characters that each encode to six bytes.
+    fn largest_order_placed() -> Vec<u8> {
+        let text = "\u{1}".repeat(Text::MAX_CHARS);
+        let line = |i: usize| {
+            json!({
+                "product_id": format!("0193a5c2-3333-7c1a-9f00-{i:012}"),
+                "seller_id": "0193a5c2-2222-7c1a-9f00-0123456789ab",
+                "quantity": 999,
+                "unit_price": { "amount": i64::MAX, "currency": "EUR" },
+            })
+        };
+        let data = json!({
+            "order_id": "0193a5c2-7d4e-7c1a-9f00-0123456789ab",
+            "customer_id": "0193a5c2-1111-7c1a-9f00-0123456789ab",
+            "lines": (0..50).map(line).collect::<Vec<_>>(),
+            "total": { "amount": i64::MAX, "currency": "EUR" },
+            "shipping_address": {
+                "name": text, "line1": text, "line2": text, "city": text, "postal_code": text, "country": "GB",
+            },
+            "payment_method": format!("tok_{}", "x".repeat(60)),
+            "deadline_at": "2026-11-21T09:15:30.123456789Z",
+        });
+        serde_json::to_vec(&order_placed("0193a5c2-7d4e-7c1a-9f00-0123456789ab", &data)).unwrap()
+    }
+
+    #[test]
+    fn the_largest_event_the_rules_allow_is_well_under_the_size_limit() {
+        let bytes = largest_order_placed();
+        Envelope::<OrderPlaced>::from_json(&bytes).unwrap();
+        assert!(bytes.len() < 16 * 1024, "{} bytes", bytes.len());
+        assert!(bytes.len() * 4 <= MAX_EVENT_BYTES);
+    }
+
+    #[test]
+    fn an_envelope_whose_payload_is_not_an_object_is_refused_unread() {
+        for data in [json!([1, 2]), json!("text"), json!(null)] {
+            let bytes = serde_json::to_vec(&order_placed("k1", &data)).unwrap();
+            assert!(matches!(RawEnvelope::from_json(&bytes), Err(DecodeError::DataNotAnObject)));
+        }
+        let bytes = serde_json::to_vec(&order_placed("k1", &json!({}))).unwrap();
+        assert!(RawEnvelope::from_json(&bytes).is_ok(), "an object is read; its fields are the taker's business");
+    }
+
+    #[test]
+    fn an_envelope_agrees_with_its_own_subject_and_with_no_other() {
+        let raw = RawEnvelope::from_json(&serde_json::to_vec(&order_placed("k1", &json!({}))).unwrap()).unwrap();
+        assert!(raw.check_subject("evt.order.placed.v1.p00.k1").is_ok());
+        for subject in [
+            "evt.order.placed.v2.p00.k1",
+            "evt.order.confirmed.v1.p00.k1",
+            "evt.payment.placed.v1.p00.k1",
+            "evt.order.placed.v1.p00.k2",
+            "evt.order.placed.v1.p00",
+            "order.placed",
+        ] {
+            assert!(
+                matches!(raw.check_subject(subject), Err(DecodeError::WrongSubject { .. })),
+                "{subject} must be refused"
+            );
+        }
+    }
 }

@@ -18,7 +18,7 @@ pub mod registry;
 pub mod values;
 
 pub use envelope::{
-    Command, CommandEnvelope, DecodeError, EntityKey, Envelope, ErrorKind, Event, MessageId, Origin, Principal,
-    RawEnvelope, Reply, ReplyError, Seq,
+    Command, CommandEnvelope, DecodeError, EntityKey, Envelope, ErrorKind, Event, MAX_EVENT_BYTES, MessageId, Origin,
+    Principal, RawEnvelope, Reply, ReplyError, Seq,
 };
-pub use registry::{Addressing, CommandType, EventType, Partition};
+pub use registry::{Addressing, CommandType, EventSubject, EventType, Partition};

@@ -50,6 +50,33 @@ impl EventType {
     }
 }
 
+/// An event subject read back into its tokens:
+/// `evt.<context>.<event>.v<major>.<partition>.<key>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSubject<'a> {
+    pub context: &'a str,
+    pub name: &'a str,
+    pub version: u32,
+    /// As written: `p03`.
+    pub partition: &'a str,
+    pub key: &'a str,
+}
+
+impl<'a> EventSubject<'a> {
+    /// `None` unless `subject` has the shape of an event subject.
+    pub fn parse(subject: &'a str) -> Option<Self> {
+        let mut tokens = subject.split('.');
+        let mut next = || tokens.next().filter(|token| !token.is_empty());
+        let (Some("evt"), Some(context), Some(name), Some(version), Some(partition), Some(key), None) =
+            (next(), next(), next(), next(), next(), next(), next())
+        else {
+            return None;
+        };
+        let version = version.strip_prefix('v')?.parse().ok()?;
+        Some(Self { context, name, version, partition, key })
+    }
+}
+
 /// How a command finds the one service instance that handles it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Addressing {
@@ -200,6 +227,22 @@ mod tests {
             format!("evt.order.placed.v1.{partition}.0193a5c2-7d4e-7c1a-9f00-0123456789ab")
         );
         assert_eq!(placed.schema_file, "events/order.placed.v1.json");
+    }
+
+    #[test]
+    fn an_event_subject_reads_back_into_the_tokens_it_was_built_from() {
+        let placed = event_type!("order", "placed", 1);
+        let order = key("0193a5c2-7d4e-7c1a-9f00-0123456789ab");
+        let subject = placed.subject(Partition::of(&order, 4), &order);
+        let read = EventSubject::parse(&subject).unwrap();
+        assert_eq!((read.context, read.name, read.version, read.key), ("order", "placed", 1, order.as_str()));
+        assert_eq!(read.partition, Partition::of(&order, 4).to_string());
+        for other in
+            ["cmd.order.place.p01", "evt.order.placed.v1.p01", "evt.order.placed.1.p01.k", "evt.order..v1.p01.k"]
+        {
+            assert_eq!(EventSubject::parse(other), None, "{other}");
+        }
+        assert_eq!(EventSubject::parse("evt.order.placed.v1.p01.k.extra"), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::values::{NotificationId, OrderId};
 /// The principal's own notifications, newest first, one page at a time,
 /// with how many are unread.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListNotifications {
     /// Only those not read yet.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -46,6 +46,7 @@ impl_command!(GetOrder => "order", "get", 1, Partitioned);
 /// products, their lines only (sellers and admins). Served by any order
 /// instance (queue group).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListOrders {
     /// The seller's sales rather than the caller's purchases.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

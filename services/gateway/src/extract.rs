@@ -3,12 +3,18 @@
 //! that breaks a type's rule 422 naming the field; a malformed path segment
 //! gets 400. Also the caller's identity and request id, and query parameters
 //! read one by one so that a bad one is named.
+//!
+//! Text holding the character U+0000 is refused (422) in bodies and query
+//! parameters alike: Postgres cannot store it, and nothing in the API means
+//! it, so it must not get as far as a service.
 
 use std::collections::HashMap;
 
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use emporium_schemas::Principal;
 use emporium_schemas::values::Role;
 use serde::de::DeserializeOwned;
@@ -55,7 +61,11 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
         match axum::extract::Query::<HashMap<String, String>>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(params)) => Ok(Self(params)),
+            Ok(axum::extract::Query(params)) => match params.iter().find(|(k, v)| k.contains('\0') || v.contains('\0'))
+            {
+                Some((name, _)) => Err(invalid(name, NUL.to_owned())),
+                None => Ok(Self(params)),
+            },
             Err(rejection) => Err(Problem::from_status(rejection.status(), rejection.body_text())),
         }
     }
@@ -73,11 +83,42 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
     type Rejection = Problem;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_problem(&rejection)),
+        if !is_json(request.headers()) {
+            return Err(Problem::from_status(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "expected a body with `Content-Type: application/json`",
+            ));
         }
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| Problem::from_status(rejection.status(), rejection.body_text()))?;
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&body).map_err(|rejection| json_problem(&rejection))?;
+        if holds_nul(&body) {
+            return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", NUL));
+        }
+        Ok(Self(value))
     }
+}
+
+const NUL: &str = "text may not hold the character U+0000";
+
+/// `application/json`, or any `application/*+json`, as axum's `Json` takes.
+fn is_json(headers: &HeaderMap) -> bool {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|essence| essence.trim().to_ascii_lowercase());
+    essence.is_some_and(|e| e == "application/json" || (e.starts_with("application/") && e.ends_with("+json")))
+}
+
+/// Whether a JSON text holds U+0000, which JSON can only write as `\u0000`
+/// (a raw control character is not JSON): an escape whose backslash is not
+/// itself escaped, i.e. follows an even run of backslashes.
+fn holds_nul(json: &[u8]) -> bool {
+    json.windows(6).enumerate().any(|(at, window)| {
+        window == b"\\u0000" && json[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0
+    })
 }
 
 fn json_problem(rejection: &JsonRejection) -> Problem {
@@ -164,5 +205,33 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(parts.extensions.get::<ClientIp>().cloned().unwrap_or_else(|| ClientIp("unknown".to_owned())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_nul_character_is_found_only_where_an_escape_writes_one() {
+        assert!(holds_nul(br#"{"city": "N\u0000"}"#));
+        assert!(holds_nul(br#"{"city": "\\\u0000"}"#), "an escaped backslash, then the character");
+        assert!(!holds_nul(br#"{"city": "\\u0000"}"#), "a backslash, then the text u0000");
+        assert!(!holds_nul(br#"{"city": "\u0001 u0000"}"#));
+    }
+
+    #[test]
+    fn json_is_application_json_or_a_json_suffix_in_any_case() {
+        let with = |content_type: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, content_type.parse().unwrap());
+            is_json(&headers)
+        };
+        assert!(
+            with("application/json") && with("Application/JSON; charset=utf-8") && with("application/problem+json")
+        );
+        assert!(!with("text/plain") && !with("application/jsonx") && !is_json(&HeaderMap::new()));
     }
 }

@@ -1,10 +1,21 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations and the
 //! payload types, served at `/openapi.json`; and `/docs`, an interactive
 //! page (Scalar, loaded from a CDN) that reads it.
+//!
+//! Handlers document the answers they give themselves. The answers of the
+//! layers and extractors every request passes through (a bad token, a rate
+//! limit, shedding, the deadline, a malformed body or path) are added to each
+//! operation they can reach by [`LayerResponses`], so no operation forgets one.
 
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{auth, cart, catalog, live, me, notifications, orders, reviews, shipments};
@@ -24,8 +35,9 @@ use crate::problem::Problem;
         shipments::ship, shipments::deliver,
         notifications::list, notifications::read,
     ),
-    components(schemas(Problem)),
-    modifiers(&BearerAuth),
+    // SortOrder is named by a query parameter, which utoipa does not collect.
+    components(schemas(Problem, emporium_schemas::commands::catalog::SortOrder)),
+    modifiers(&BearerAuth, &LayerResponses),
     tags(
         (name = "auth", description = "Accounts and sessions"),
         (name = "me", description = "The caller's own profile and addresses"),
@@ -49,6 +61,68 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
     }
+}
+
+/// Adds to every operation the answers of the layers it passes through,
+/// unless its handler documents that status itself (more precisely).
+struct LayerResponses;
+
+impl Modify for LayerResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                add_layer_responses(operation);
+            }
+        }
+    }
+}
+
+fn add_layer_responses(operation: &mut Operation) {
+    let has = |place: ParameterIn| operation.parameters.iter().flatten().any(|p| p.parameter_in == place);
+    let (in_path, in_query, body) = (has(ParameterIn::Path), has(ParameterIn::Query), operation.request_body.is_some());
+    let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+    let mut answers = vec![
+        (
+            "401",
+            if secured { "No or bad token" } else { "A bearer token was sent and is not valid (none is needed)" },
+            false,
+        ),
+        ("429", "Rate limited; retry after `Retry-After` seconds", true),
+        ("503", "Overloaded, or a service is unavailable; retry after `Retry-After` seconds", true),
+        ("504", "The request or a service took too long", false),
+    ];
+    if in_path || in_query || body {
+        answers.push(("400", "A malformed path segment, query string or JSON body", false));
+    }
+    if in_path {
+        answers.push(("404", "No such resource", false));
+    }
+    if in_query || body {
+        answers.push(("422", "A value breaks a rule; `field` names it", false));
+    }
+    if body {
+        answers.push(("413", "A body over 1 MiB", false));
+        answers.push(("415", "A body that is not `application/json`", false));
+    }
+    for (status, description, retry_after) in answers {
+        let response = operation.responses.responses.entry(status.to_owned()).or_insert_with(|| problem(description));
+        // Also on a handler's own 429 or 503: every one carries the header.
+        if let (true, RefOr::T(response)) = (retry_after, response) {
+            response.headers.entry("Retry-After".to_owned()).or_insert_with(retry_after_header);
+        }
+    }
+}
+
+fn problem(description: &str) -> RefOr<utoipa::openapi::Response> {
+    let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+    RefOr::T(ResponseBuilder::new().description(description).content("application/problem+json", content).build())
+}
+
+fn retry_after_header() -> utoipa::openapi::header::Header {
+    let seconds =
+        ObjectBuilder::new().schema_type(Type::Integer).format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)));
+    HeaderBuilder::new().schema(seconds).description(Some("Seconds to wait before retrying")).build()
 }
 
 /// The document, built once.
@@ -83,4 +157,70 @@ pub async fn docs() -> Response {
         ),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::Value;
+
+    use super::*;
+
+    fn operations() -> Vec<(String, String, Value)> {
+        let doc = serde_json::to_value(document()).unwrap();
+        let mut all = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                all.push((method.clone(), path.clone(), operation.clone()));
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_operation_declares_each_parameter_of_its_path() {
+        for (method, path, operation) in operations() {
+            let declared: Vec<&str> = operation["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "path")
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            let in_template: Vec<&str> =
+                path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect();
+            assert_eq!(declared, in_template, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn every_operation_documents_what_the_layers_in_front_of_it_answer() {
+        for (method, path, operation) in operations() {
+            let responses = operation["responses"].as_object().unwrap();
+            let mut expected = vec!["401", "429", "503", "504"];
+            if operation.get("requestBody").is_some() {
+                expected.extend(["400", "413", "415", "422"]);
+            }
+            if path.contains('{') {
+                expected.extend(["400", "404"]);
+            }
+            for status in expected {
+                let response = responses.get(status).unwrap_or_else(|| panic!("{method} {path}: no {status}"));
+                assert!(response["content"].get("application/problem+json").is_some(), "{method} {path} {status}");
+            }
+            for status in ["429", "503"] {
+                assert!(responses[status]["headers"].get("Retry-After").is_some(), "{method} {path} {status}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_schema_the_document_names_is_in_it() {
+        let text = serde_json::to_string(document()).unwrap();
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        for name in text.split("\"#/components/schemas/").skip(1).filter_map(|rest| rest.split('"').next()) {
+            assert!(doc["components"]["schemas"].get(name).is_some(), "{name} is named but not defined");
+        }
+    }
 }

@@ -12,8 +12,7 @@ use uuid::Uuid;
 
 use crate::domain::{Operation, Status};
 use crate::journal::Posting;
-use crate::provider::RecordState;
-use crate::simulator::Simulator;
+use crate::provider::{ProviderRecord, RecordState};
 use crate::store::{self, StoreError};
 
 /// What an account (of a party) holds in one currency, + debit, − credit:
@@ -103,8 +102,10 @@ impl AtProvider {
 /// Checks, for every payment, that its order's provider clearing balance is
 /// what the provider captured less refunded for it, that the provider
 /// captured it at most once, and that its status agrees with the provider's
-/// records; and that every journal entry balances. Empty: all agree.
-pub async fn reconcile(pool: &PgPool, provider: &Simulator) -> Result<Vec<Mismatch>, StoreError> {
+/// `records` (all of them, however the provider keeps them: the simulator
+/// in-process, or read from wherever a provider running elsewhere does); and
+/// that every journal entry balances. Empty: all agree.
+pub async fn reconcile(pool: &PgPool, records: &[ProviderRecord]) -> Result<Vec<Mismatch>, StoreError> {
     let mut mismatches = Vec::new();
 
     let unbalanced = sqlx::query(
@@ -128,9 +129,9 @@ pub async fn reconcile(pool: &PgPool, provider: &Simulator) -> Result<Vec<Mismat
         .map(|row| Ok((row.try_get("idempotency_key")?, PaymentId::from_uuid(row.try_get("payment_id")?))))
         .collect::<Result<_, sqlx::Error>>()?;
     let mut at_provider: HashMap<PaymentId, AtProvider> = HashMap::new();
-    for record in provider.records() {
+    for record in records {
         let Some(payment) = keys.get(&record.key) else {
-            mismatches.push(Mismatch::UnknownKey { key: record.key });
+            mismatches.push(Mismatch::UnknownKey { key: record.key.clone() });
             continue;
         };
         if record.state != RecordState::Succeeded {

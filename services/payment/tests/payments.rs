@@ -301,7 +301,7 @@ impl World {
     }
 
     async fn assert_reconciled(&self) {
-        let mismatches = emporium_payment::reconcile(self.pool(), &self.simulator).await.unwrap();
+        let mismatches = emporium_payment::reconcile(self.pool(), &self.simulator.records()).await.unwrap();
         assert!(mismatches.is_empty(), "the ledger and the provider disagree: {mismatches:#?}");
     }
 

@@ -6,6 +6,10 @@
 //!   which a test may stop and restart; [`TestNats`] hands one out (or, where no
 //!   `nats-server` binary exists, the shared server with unique names).
 //!
+//! - [`PostgresServer`], [`RedisServer`]: private servers as child processes,
+//!   for runs that kill and restart them (`just chaos`) or measure them alone
+//!   (`just bench`).
+//!
 //! - [`events`]: sample events for tests that only care about envelopes.
 //! - [`smtp`]: a tiny SMTP server that records the mail it is handed.
 //!
@@ -18,11 +22,13 @@ pub mod events;
 mod nats;
 mod postgres;
 mod redis;
+mod servers;
 pub mod smtp;
 
 pub use nats::{NatsServer, TestNats};
 pub use postgres::TestDatabase;
 pub use redis::TestRedis;
+pub use servers::{PostgresServer, RedisServer};
 pub use smtp::SmtpServer;
 
 /// A server a test needs could not be had.
@@ -38,6 +44,8 @@ pub enum HarnessError {
     Redis(#[from] fred::error::Error),
     #[error("NATS: {0}")]
     Nats(String),
+    #[error("{name} server: {reason}")]
+    Server { name: &'static str, reason: String },
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
 }

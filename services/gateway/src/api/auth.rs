@@ -14,12 +14,8 @@ use crate::problem::Problem;
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = Register,
     responses(
         (status = 201, description = "Created", body = Profile),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The email is taken, in any case", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A value breaks a rule (email, password policy, name, role)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn register(
     State(api): State<ApiState>,
@@ -56,7 +52,6 @@ pub async fn login(
         (status = 200, description = "A new pair", body = Session),
         (status = 401, description = "Unknown, expired, revoked or reused refresh token", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn refresh(
     State(api): State<ApiState>,
@@ -71,7 +66,6 @@ pub async fn refresh(
     responses(
         (status = 204, description = "Signed out"),
         (status = 422, description = "A field is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn logout(
     State(api): State<ApiState>,

@@ -57,7 +57,6 @@ async fn own_cart<C: Command, A: DeserializeOwned>(
 #[utoipa::path(get, path = "/api/v1/cart", tag = "cart", security(("bearer" = [])),
     responses(
         (status = 200, description = "The cart (empty if never used)", body = CartView),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn cart(
     State(api): State<ApiState>,
@@ -71,7 +70,6 @@ pub async fn cart(
 #[utoipa::path(post, path = "/api/v1/cart/items", tag = "cart", security(("bearer" = [])), request_body = NewLine,
     responses(
         (status = 200, description = "The cart with the line", body = CartView),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A checkout of this cart is in progress", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown product, a quantity beyond 99 or more than 50 lines", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -87,6 +85,7 @@ pub async fn add_item(
 
 /// Change a line's quantity.
 #[utoipa::path(patch, path = "/api/v1/cart/items/{product_id}", tag = "cart", security(("bearer" = [])),
+    params(("product_id" = Uuid, Path, description = "The product on the line")),
     request_body = LineQuantity,
     responses(
         (status = 200, description = "The changed cart", body = CartView),
@@ -107,6 +106,7 @@ pub async fn set_quantity(
 
 /// Take a line out.
 #[utoipa::path(delete, path = "/api/v1/cart/items/{product_id}", tag = "cart", security(("bearer" = [])),
+    params(("product_id" = Uuid, Path, description = "The product on the line")),
     responses(
         (status = 200, description = "The cart without the line", body = CartView),
         (status = 404, description = "No such line", body = Problem, content_type = "application/problem+json"),
@@ -146,8 +146,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Text, Problem> {
     params(("Idempotency-Key" = String, Header, description = "Names the checkout: a retry with it finds the same order")),
     responses(
         (status = 202, description = "The order exists; its checkout goes on", body = OrderAccepted),
-        (status = 400, description = "No Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "No Idempotency-Key, or a malformed JSON body", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Another checkout of this cart is in progress", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An empty cart, the key reused with another body, or a product no longer sold", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The order could not be confirmed created; retry with the same key", body = Problem, content_type = "application/problem+json"),

@@ -26,7 +26,6 @@ const SELLERS: &[Role] = &[Role::Seller, Role::Admin];
     responses(
         (status = 200, description = "One page; pass `next_cursor` as `cursor` for the next", body = ProductPage),
         (status = 422, description = "A parameter breaks a rule; `field` names it", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn search(
     State(api): State<ApiState>,
@@ -42,7 +41,6 @@ pub async fn search(
 #[utoipa::path(get, path = "/api/v1/seller/products", tag = "catalog", security(("bearer" = [])), params(SearchProducts),
     responses(
         (status = 200, description = "One page; pass `next_cursor` as `cursor` for the next", body = ProductPage),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a seller or admin", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A parameter breaks a rule; `field` names it", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -80,7 +78,6 @@ fn search_from(query: &QueryParams) -> Result<SearchProducts, Problem> {
     params(("id" = Uuid, Path, description = "The product")),
     responses(
         (status = 200, description = "The product", body = ProductView),
-        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such product on sale", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn product(
@@ -96,7 +93,6 @@ pub async fn product(
 #[utoipa::path(post, path = "/api/v1/products", tag = "catalog", security(("bearer" = [])), request_body = CreateProduct,
     responses(
         (status = 201, description = "On sale, with no stock yet", body = ProductView),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a seller or admin", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A value breaks a rule; `field` names it", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -116,7 +112,6 @@ pub async fn create_product(
     params(("id" = Uuid, Path, description = "The product")),
     responses(
         (status = 200, description = "The changed product", body = ProductView),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the product's seller or an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such product on sale", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A value breaks a rule; `field` names it", body = Problem, content_type = "application/problem+json"),
@@ -138,7 +133,6 @@ pub async fn update_product(
     params(("id" = Uuid, Path, description = "The product")),
     responses(
         (status = 204, description = "No longer on sale"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the product's seller or an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such product on sale", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -166,7 +160,6 @@ pub struct StockQuantity {
     params(("id" = Uuid, Path, description = "The product")),
     responses(
         (status = 200, description = "The stock now", body = ProductStock),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the product's seller or an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such product on sale", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Below what orders hold", body = Problem, content_type = "application/problem+json"),
@@ -198,7 +191,6 @@ pub async fn set_stock(
 #[utoipa::path(get, path = "/api/v1/categories", tag = "catalog",
     responses(
         (status = 200, description = "Every category, roots first", body = [CategoryView]),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn categories(
     State(api): State<ApiState>,
@@ -211,7 +203,6 @@ pub async fn categories(
 #[utoipa::path(post, path = "/api/v1/categories", tag = "catalog", security(("bearer" = [])), request_body = CreateCategory,
     responses(
         (status = 201, description = "Added", body = CategoryView),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A sibling has this name", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A value breaks a rule; `field` names it", body = Problem, content_type = "application/problem+json"),

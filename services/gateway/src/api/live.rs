@@ -39,6 +39,8 @@ use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use uuid::Uuid;
 
 use super::ApiState;
@@ -67,17 +69,54 @@ pub struct StatusChange<'a> {
     pub order: &'a OrderView,
 }
 
+/// One event of the stream, as the OpenAPI document describes it: an object
+/// of the event's fields, each event by its name (how OpenAPI 3.1 tools read
+/// a `text/event-stream` schema). Keep-alive comments are not events.
+#[derive(Debug)]
+pub struct StreamEvent;
+
+impl utoipa::PartialSchema for StreamEvent {
+    fn schema() -> RefOr<Schema> {
+        let event = |name: &str, data: &str| {
+            ObjectBuilder::new()
+                .property("event", ObjectBuilder::new().schema_type(Type::String).enum_values(Some([name])))
+                .required("event")
+                .property(
+                    "id",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .description(Some("The event's place in the timeline")),
+                )
+                .property(
+                    "data",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .content_media_type("application/json")
+                        .description(Some(data)),
+                )
+                .required("data")
+        };
+        OneOfBuilder::new()
+            .item(event("order", "The order, as `GET /orders/{id}` shows it"))
+            .item(event("status", "`{status, at, order}`: a step of the timeline, and the order as read then"))
+            .item(event("error", "A problem: the order could no longer be read; the stream ends"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for StreamEvent {}
+
 /// Attempts to read the order after an event before the stream gives up.
 const READ_ATTEMPTS: u32 = 3;
 
 /// Follow an order's status as server-sent events: the current order first,
 /// then each change as it happens; ends at `delivered` or `cancelled`.
 #[utoipa::path(get, path = "/api/v1/orders/{id}/events", tag = "orders", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The order")),
     responses(
         (status = 200, description = "`text/event-stream`: `event: order` (the order, as GET /orders/{id}) first, \
             then `event: status` per change with `{status, at, order}`; keep-alive comments while idle; \
-            ends after a final status", content_type = "text/event-stream", body = String),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+            ends after a final status", content_type = "text/event-stream", body = StreamEvent),
         (status = 404, description = "No such order, or not yours", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Too many open streams", body = Problem, content_type = "application/problem+json"),
     ))]

@@ -18,8 +18,6 @@ use crate::problem::Problem;
 #[utoipa::path(get, path = "/api/v1/me", tag = "me", security(("bearer" = [])),
     responses(
         (status = 200, description = "The profile", body = Profile),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn profile(
     State(api): State<ApiState>,
@@ -33,7 +31,6 @@ pub async fn profile(
 #[utoipa::path(patch, path = "/api/v1/me", tag = "me", security(("bearer" = [])), request_body = UpdateProfile,
     responses(
         (status = 200, description = "The changed profile", body = Profile),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A value breaks a rule", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn update_profile(
@@ -49,7 +46,6 @@ pub async fn update_profile(
 #[utoipa::path(get, path = "/api/v1/me/addresses", tag = "me", security(("bearer" = [])),
     responses(
         (status = 200, description = "The addresses", body = [SavedAddress]),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn addresses(
     State(api): State<ApiState>,
@@ -63,7 +59,6 @@ pub async fn addresses(
 #[utoipa::path(post, path = "/api/v1/me/addresses", tag = "me", security(("bearer" = [])), request_body = AddAddress,
     responses(
         (status = 201, description = "Saved", body = SavedAddress),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A value breaks a rule; `field` names it", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn add_address(
@@ -81,8 +76,6 @@ pub async fn add_address(
     params(("id" = Uuid, Path, description = "The address")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such address of the caller's", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete_address(
@@ -100,8 +93,6 @@ pub async fn delete_address(
     params(("id" = Uuid, Path, description = "The user")),
     responses(
         (status = 200, description = "The profile", body = Profile),
-        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
     ))]

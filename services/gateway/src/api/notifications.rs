@@ -18,7 +18,6 @@ use crate::problem::Problem;
     params(ListNotifications),
     responses(
         (status = 200, description = "One page and the unread count; pass `next_cursor` as `cursor` for the next", body = NotificationPage),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A parameter breaks a rule; `field` names it", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list(
@@ -42,9 +41,9 @@ fn list_from(query: &QueryParams) -> Result<ListNotifications, Problem> {
 
 /// Mark one of the caller's notifications read; reading it again changes nothing.
 #[utoipa::path(post, path = "/api/v1/notifications/{id}/read", tag = "notifications", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The notification")),
     responses(
         (status = 200, description = "The notification, read", body = NotificationView),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such notification, or not yours", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn read(

@@ -17,7 +17,6 @@ use crate::problem::Problem;
 #[utoipa::path(get, path = "/api/v1/orders", tag = "orders", security(("bearer" = [])), params(ListOrders),
     responses(
         (status = 200, description = "One page; pass `next_cursor` as `cursor` for the next", body = OrderPage),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A parameter breaks a rule; `field` names it", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list(
@@ -34,7 +33,6 @@ pub async fn list(
 #[utoipa::path(get, path = "/api/v1/seller/orders", tag = "orders", security(("bearer" = [])), params(ListOrders),
     responses(
         (status = 200, description = "One page; pass `next_cursor` as `cursor` for the next", body = OrderPage),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a seller", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A parameter breaks a rule; `field` names it", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -61,9 +59,9 @@ fn list_from(query: &QueryParams) -> Result<ListOrders, Problem> {
 
 /// One order as the caller may see it (404 if it is not theirs to see).
 #[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The order")),
     responses(
         (status = 200, description = "The order", body = OrderView),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order, or not yours", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn order(
@@ -88,9 +86,9 @@ pub(super) async fn read(
 /// Cancel an order before it ships (its customer, or an admin): stock is
 /// released and the payment voided or refunded.
 #[utoipa::path(post, path = "/api/v1/orders/{id}/cancel", tag = "orders", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The order")),
     responses(
         (status = 200, description = "The cancelled order", body = OrderView),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the order's customer", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order, or not yours", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already shipped", body = Problem, content_type = "application/problem+json"),

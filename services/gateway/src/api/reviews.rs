@@ -22,7 +22,6 @@ use crate::problem::Problem;
     ),
     responses(
         (status = 200, description = "One page; pass `next_cursor` as `cursor` for the next", body = ReviewPage),
-        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such product on sale", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A parameter breaks a rule; `field` names it", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -45,7 +44,6 @@ pub async fn reviews(
     params(("id" = Uuid, Path, description = "The product")),
     responses(
         (status = 201, description = "Reviewed; the product's rating counts it", body = ReviewView),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "No delivered order containing the product, or the product is the caller's own", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such product on sale", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Reviewed by the caller already", body = Problem, content_type = "application/problem+json"),

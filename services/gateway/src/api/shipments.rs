@@ -13,9 +13,9 @@ use crate::problem::Problem;
 
 /// The carrier took the parcel: the order becomes shipped and its stock leaves the warehouse.
 #[utoipa::path(post, path = "/api/v1/shipments/{id}/ship", tag = "shipping", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The shipment")),
     responses(
         (status = 200, description = "The shipment, shipped (also when it was already)", body = ShipmentDetails),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such shipment", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Cancelled or delivered already", body = Problem, content_type = "application/problem+json"),
@@ -33,9 +33,9 @@ pub async fn ship(
 
 /// The carrier delivered the parcel: the order becomes delivered.
 #[utoipa::path(post, path = "/api/v1/shipments/{id}/deliver", tag = "shipping", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The shipment")),
     responses(
         (status = 200, description = "The shipment, delivered (also when it was already)", body = ShipmentDetails),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such shipment", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not shipped yet, or cancelled", body = Problem, content_type = "application/problem+json"),

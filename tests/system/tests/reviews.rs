@@ -6,23 +6,32 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
+use emporium_system::shop::Shop;
+use emporium_system::{PATIENCE, Stack, problem, read_until};
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
-use support::shop::Shop;
-use support::{PATIENCE, Stack, problem, read_until};
 use uuid::Uuid;
 
-async fn shop() -> Shop {
-    Shop::open(20).await
+/// A shop with 20 in stock, its reviews and the steps to earn one.
+struct Reviews(Shop);
+
+impl std::ops::Deref for Reviews {
+    type Target = Shop;
+
+    fn deref(&self) -> &Shop {
+        &self.0
+    }
+}
+
+async fn shop() -> Reviews {
+    Reviews(Shop::open(20).await)
 }
 
 fn review(rating: u8, title: &str) -> Value {
     json!({ "rating": rating, "title": title, "body": "Bright enough to read by, and it does not wobble." })
 }
 
-impl Shop {
+impl Reviews {
     /// `customer`'s confirmed `order` is shipped and delivered; returns once
     /// the catalog has heard of the delivery (its verified purchase is recorded).
     async fn delivered(&self, customer: &str, order: &str) {
@@ -111,6 +120,7 @@ async fn only_a_customer_with_a_delivered_order_reviews_the_product_and_only_onc
     // Nothing refused counted.
     let rating = &shop.product().await["rating"];
     assert_eq!((rating["average"].as_f64(), rating["count"].as_u64()), (Some(4.0), Some(1)));
+    shop.stack.settled().await;
 }
 
 #[tokio::test]
@@ -145,6 +155,7 @@ async fn two_reviewers_make_the_average_and_reviews_list_newest_first() {
     let path = format!("/api/v1/products/{}/reviews?limit=0", shop.product);
     let bad = problem(shop.stack.request(Method::GET, &path).send().await.unwrap(), 422).await;
     assert_eq!(bad["field"], "limit");
+    shop.stack.settled().await;
 }
 
 #[tokio::test]

@@ -11,14 +11,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::sync::Arc;
 
+use emporium_system::{PASSWORD, Stack, drive, knob, ms, token};
 use reqwest::Method;
 use serde_json::json;
-use support::{PASSWORD, Stack, drive, knob, ms, token};
 
 #[tokio::main]
 async fn main() {

@@ -3,16 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-mod support;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{TimeDelta, Utc};
 use emporium_identity::tokens::SigningKey;
 use emporium_schemas::values::{Role, UserId};
+use emporium_system::{PASSWORD, Stack, problem, token};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{PASSWORD, Stack, problem, token};
 
 #[tokio::test]
 async fn a_customer_registers_signs_in_reads_and_renames_themself_refreshes_and_signs_out() {

@@ -7,29 +7,38 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use async_nats::HeaderMap;
 use emporium_schemas::events::order::{OrderConfirmed, OrderPlaced};
 use emporium_schemas::events::payment::PaymentCaptured;
 use emporium_schemas::events::shipping::ShippingCreated;
 use emporium_schemas::registry::EventType;
 use emporium_schemas::{EntityKey, Event, Partition};
+use emporium_system::shop::Shop;
+use emporium_system::{PATIENCE, problem, read_until};
 use emporium_test_harness::smtp::ReceivedMail;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::shop::Shop;
-use support::{PATIENCE, problem, read_until};
 
-async fn shop() -> Shop {
-    Shop::open(10).await
+/// A shop with 10 in stock, read through its notifications and emails.
+struct Inbox(Shop);
+
+impl std::ops::Deref for Inbox {
+    type Target = Shop;
+
+    fn deref(&self) -> &Shop {
+        &self.0
+    }
+}
+
+async fn shop() -> Inbox {
+    Inbox(Shop::open(10).await)
 }
 
 fn kinds(page: &Value) -> Vec<&str> {
     page["items"].as_array().unwrap().iter().map(|n| n["kind"].as_str().unwrap()).collect()
 }
 
-impl Shop {
+impl Inbox {
     async fn page(&self, who: &str, query: &str) -> Value {
         let response = self.stack.get_as(who, &format!("/api/v1/notifications{query}")).await;
         assert_eq!(response.status(), 200, "listing notifications");
@@ -138,6 +147,7 @@ async fn a_checkout_tells_the_customer_each_step_newest_first_and_the_seller_of_
     let confirmation = mails.iter().find(|m| m.header("Subject").as_deref() == Some("Order confirmed")).unwrap();
     assert!(confirmation.body().starts_with("Hello Test User,"), "{}", confirmation.body());
     assert!(confirmation.body().contains(&order), "{}", confirmation.body());
+    shop.stack.settled().await;
 }
 
 #[tokio::test]
@@ -181,6 +191,7 @@ async fn reading_lowers_the_unread_count_and_someone_elses_notification_is_not_f
         );
     }
     assert_eq!(shop.page(&shop.customer, "").await["unread"], 2, "the seller's attempts changed nothing");
+    shop.stack.settled().await;
 }
 
 #[tokio::test]
@@ -198,6 +209,7 @@ async fn a_declined_checkout_tells_the_customer_why_and_the_seller_nothing() {
 
     // Sellers are told at confirmation, and this order never was.
     assert_eq!(shop.page(&shop.seller, "").await["items"], json!([]));
+    shop.stack.settled().await;
 }
 
 #[tokio::test]
@@ -233,4 +245,5 @@ async fn replayed_events_produce_no_second_notification_and_no_second_email() {
     .await;
     assert!(all_sent, "an email was left unsent");
     assert_eq!(shop.stack.commerce().smtp.received().len(), 2, "no email went twice");
+    shop.stack.settled().await;
 }

@@ -10,15 +10,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use emporium_system::{Stack, drive, knob, ms};
 use reqwest::Method;
-use support::{Stack, drive, knob, ms};
 use uuid::Uuid;
 
 #[tokio::main]

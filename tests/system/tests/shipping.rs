@@ -5,12 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
+use emporium_system::problem;
+use emporium_system::shop::{Shop, status, timeline};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::problem;
-use support::shop::{Shop, status, timeline};
 
 /// A shop with 10 in stock and the admin, who stands in for the carrier.
 struct Carrier {
@@ -107,6 +105,7 @@ async fn a_confirmed_order_is_shipped_and_delivered_and_its_stock_leaves_the_war
     assert_eq!(shop.announced("shipping.delivered").await, 1);
     problem(shop.carrier(&shop.admin, &shipment, "ship").await, 409).await;
     shop.stock_becomes(8, 0).await;
+    shop.stack.settled().await;
 }
 
 #[tokio::test]
@@ -126,6 +125,7 @@ async fn only_the_carrier_moves_a_shipment_and_only_forward() {
     let order = shop.order(&order_id).await;
     assert_eq!((status(&order), shipment_status(&order)), ("confirmed", Some("created")));
     assert_eq!(shop.announced("shipping.shipped").await + shop.announced("shipping.delivered").await, 0);
+    shop.stack.settled().await;
 }
 
 #[tokio::test]
@@ -144,6 +144,7 @@ async fn a_cancelled_order_cancels_its_shipment_which_then_cannot_ship() {
     problem(shop.carrier(&shop.admin, &shipment, "deliver").await, 409).await;
     assert_eq!(shop.announced("shipping.cancelled").await, 1);
     shop.stock_becomes(10, 0).await;
+    shop.stack.settled().await;
 }
 
 /// `seller`'s sales with `query`.
@@ -186,4 +187,5 @@ async fn each_seller_sees_their_own_lines_of_a_sale_and_filters_sales_by_status(
 
     let bad = problem(shop.stack.get_as(&shop.seller, "/api/v1/seller/orders?status=lost").await, 422).await;
     assert_eq!(bad["field"], "status");
+    shop.stack.settled().await;
 }

@@ -4,14 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
+use emporium_system::{Stack, problem};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Stack, problem};
 
 async fn json_of(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status().as_u16(), status);

@@ -6,8 +6,9 @@
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
-use super::{Stack, read_until, token};
+use crate::{Stack, read_until, token};
 
+#[derive(Debug)]
 pub struct Shop {
     pub stack: Stack,
     pub seller: String,

@@ -4,12 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
+use emporium_system::shop::{Shop, timeline};
+use emporium_system::{PATIENCE, Stack, problem};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::shop::{Shop, timeline};
-use support::{PATIENCE, Stack, problem};
 
 /// One block of a `text/event-stream`.
 #[derive(Debug)]
@@ -129,6 +127,7 @@ async fn an_sse_client_follows_a_checkout_to_delivery() {
     }
     // The stream ended by itself, after the final status, each status once and in order.
     assert_eq!(seen, ["pending", "reserved", "confirmed", "shipped", "delivered"]);
+    shop.stack.settled().await;
 }
 
 #[tokio::test]
@@ -146,6 +145,7 @@ async fn a_declined_checkout_streams_its_cancellation_and_ends() {
     }
     assert_eq!(last["status"], "cancelled");
     assert_eq!(last["cancel_reason"], "payment_declined");
+    shop.stack.settled().await;
 }
 
 #[tokio::test]
@@ -158,6 +158,7 @@ async fn a_stream_of_a_finished_order_is_its_state_and_nothing_more() {
     let (name, _, snapshot) = stream.next_event().await.unwrap();
     assert_eq!((name.as_str(), &snapshot["status"]), ("order", &json!("cancelled")));
     assert!(stream.next().await.is_none(), "a final state ends the stream at once");
+    shop.stack.settled().await;
 }
 
 #[tokio::test]
@@ -180,6 +181,7 @@ async fn an_idle_stream_keeps_alive_and_ends_when_the_gateway_stops() {
     while let Some(item) = stream.next().await {
         assert!(matches!(item, Item::Comment), "nothing but keep-alives before the end: {item:?}");
     }
+    shop.stack.settled().await;
 }
 
 #[tokio::test]
@@ -193,4 +195,5 @@ async fn only_the_orders_customer_may_follow_it() {
     problem(shop.stack.request(Method::GET, &path).send().await.unwrap(), 401).await;
     let unknown = format!("/api/v1/orders/{}/events", uuid::Uuid::now_v7());
     problem(shop.stack.get_as(&shop.customer, &unknown).await, 404).await;
+    shop.stack.settled().await;
 }

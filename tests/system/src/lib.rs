@@ -1,12 +1,17 @@
-//! A whole front door for one test: a private NATS server (provisioned), a
-//! fresh identity database, a Redis key prefix of its own, the identity
-//! service and the gateway, both real, talking over real connections; and,
-//! for tests that need them, the catalog and inventory services, then every
-//! other service of a sale, each on its own database. [`shop`] opens a shop
-//! on top: a seller, a product in stock, a customer, and their steps.
+//! Support for the whole-system tests and benchmarks. A [`Stack`] is a whole
+//! front door for one test: a private NATS server (provisioned), a fresh
+//! identity database, a Redis key prefix of its own, the identity service and
+//! the gateway, both real, talking over real connections; and, for tests that
+//! need them, the catalog and inventory services, then every other service of
+//! a sale, each on its own database. [`shop`] opens a shop on top: a seller, a
+//! product in stock, a customer, and their steps. [`invariants`] is what must
+//! hold once a scenario has settled; every scenario with the commerce services
+//! up ends with [`Stack::settled`].
 
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // each test binary uses part of it
+// Test code: a panic, with its message, is how a test reports the failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod invariants;
 pub mod shop;
 
 use std::future::Future;
@@ -15,7 +20,7 @@ use std::time::Duration;
 
 use emporium_gateway::{Dependencies as GatewayDeps, Gateway, GatewaySettings};
 use emporium_identity::{Dependencies as IdentityDeps, IdentitySettings};
-use emporium_nats::{ManualClock, SharedClock, Topology, provision};
+use emporium_nats::{ManualClock, SharedClock, Subscription, Topology, provision};
 use emporium_order::OrderSettings;
 use emporium_payment::PaymentSettings;
 use emporium_payment::simulator::{Simulator, SimulatorConfig};
@@ -37,12 +42,15 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::invariants::{Databases, DeadLetters, System};
+
 pub const PASSWORD: &str = "correct horse battery";
 
 /// How long a test waits for the system to reach a state.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
 /// The checkout's services as a test sees them.
+#[derive(Debug)]
 pub struct Commerce {
     /// Order's, payment's and shipping's time (and the simulated provider's).
     pub clock: Arc<ManualClock>,
@@ -55,6 +63,7 @@ pub struct Commerce {
     pub smtp: SmtpServer,
 }
 
+#[derive(Debug)]
 pub struct Stack {
     pub base: String,
     pub http: reqwest::Client,
@@ -92,17 +101,7 @@ impl Stack {
 
     /// A stack whose settings `adjust` may change first.
     pub async fn with(adjust: impl FnOnce(&mut IdentitySettings, &mut GatewaySettings)) -> Self {
-        let nats = TestNats::start().await.unwrap();
-        let subscriptions = [
-            emporium_catalog::subscriptions(),
-            emporium_inventory::subscriptions(),
-            emporium_order::subscriptions(),
-            emporium_payment::subscriptions(),
-            emporium_shipping::subscriptions(),
-            emporium_notification::subscriptions(),
-        ]
-        .concat();
-        provision(&async_nats::jetstream::new(nats.client().clone()), &Topology::new(1, subscriptions)).await.unwrap();
+        let nats = provisioned_nats().await;
         let redis = TestRedis::connect().await.unwrap();
         let db = TestDatabase::create().await.unwrap();
 
@@ -320,6 +319,38 @@ impl Stack {
         self.commerce.as_ref().expect("started with_commerce")
     }
 
+    /// What the invariants read: every service's database, JetStream and the provider's records.
+    pub fn system(&self) -> System {
+        let commerce = self.commerce();
+        let pool = |db: &Option<TestDatabase>| db.as_ref().expect("start_catalog first").pool().clone();
+        System {
+            databases: Databases {
+                identity: self.db.pool().clone(),
+                catalog: pool(&self.catalog_db),
+                inventory: pool(&self.inventory_db),
+                order: commerce.order_db.pool().clone(),
+                payment: commerce.payment_db.pool().clone(),
+                shipping: commerce.shipping_db.pool().clone(),
+                notification: commerce.notification_db.pool().clone(),
+            },
+            jetstream: async_nats::jetstream::new(self.nats.client().clone()),
+            provider: commerce.simulator.clone(),
+        }
+    }
+
+    /// Waits until the system has settled after a scenario and asserts the
+    /// [`invariants`] hold, the DLQ empty; names whatever broke them.
+    pub async fn settled(&self) {
+        self.settled_with(DeadLetters::None).await;
+    }
+
+    /// [`settled`](Self::settled), for a scenario that means to leave `dead_letters`.
+    pub async fn settled_with(&self, dead_letters: DeadLetters) {
+        let violations = self.system().settle(PATIENCE, dead_letters).await.unwrap();
+        let report: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        assert!(violations.is_empty(), "the system never settled with its invariants holding:\n{}", report.join("\n"));
+    }
+
     /// Starts a second catalog instance on the same database: the two share
     /// the queue group, so reads land on either.
     pub async fn start_another_catalog(&self) {
@@ -404,6 +435,24 @@ impl Stack {
         token(&self.signed_up(&email, role).await, "access_token")
     }
 
+    /// An access token of a new customer who signs up and in from `ip`: one
+    /// of many shoppers, each on its own address (and so its own rate limits).
+    pub async fn shopper_at(&self, ip: &str) -> String {
+        let email = format!("shopper-{}@example.com", uuid::Uuid::now_v7().simple());
+        let body = json!({ "email": email, "password": PASSWORD, "name": "Shopper", "role": "customer" });
+        let response = self
+            .request(Method::POST, "/api/v1/auth/register")
+            .header("x-forwarded-for", ip)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "registering {email}");
+        let response = self.login_from(&email, PASSWORD, ip).await;
+        assert_eq!(response.status(), 200, "login of {email}");
+        token(&response.json().await.unwrap(), "access_token")
+    }
+
     /// The bootstrap admin's access token.
     pub async fn admin(&self) -> String {
         token(&self.signed_in("admin@emporium.test", "emporium-admin").await, "access_token")
@@ -432,7 +481,28 @@ impl Stack {
     }
 }
 
+/// What every service consumes.
+pub fn subscriptions() -> Vec<Subscription> {
+    [
+        emporium_catalog::subscriptions(),
+        emporium_inventory::subscriptions(),
+        emporium_order::subscriptions(),
+        emporium_payment::subscriptions(),
+        emporium_shipping::subscriptions(),
+        emporium_notification::subscriptions(),
+    ]
+    .concat()
+}
+
+/// A private NATS server with every stream, bucket and consumer of the services, one partition.
+pub async fn provisioned_nats() -> TestNats {
+    let nats = TestNats::start().await.unwrap();
+    provision(&async_nats::jetstream::new(nats.client().clone()), &Topology::new(1, subscriptions())).await.unwrap();
+    nats
+}
+
 /// Asks services whether they are up.
+#[derive(Debug)]
 pub struct Probe(emporium_nats::Caller);
 
 impl Probe {

@@ -1,0 +1,195 @@
+//! Many handlers' transactions committed as one.
+//!
+//! Postgres commits are the machine's scarce resource (DESIGN.md: at most a
+//! few per checkout), yet every consumed event wants its own transaction:
+//! inbox row, state change, outbox rows. A [`BatchWriter`] takes units of
+//! work from concurrent callers and runs everything queued since its last
+//! transaction in one: each unit inside a savepoint, so a unit that fails is
+//! undone alone, then one commit for all. A caller hears its unit's result
+//! only once that commit is durable, so it acks its message after the effect
+//! is committed, as the consumer loop requires. Batches grow with load and
+//! are one unit when idle.
+//!
+//! The units run one after another on the writer's connection, so units of
+//! one batch never wait on each other's locks; they hold their locks until
+//! the batch commits, a few milliseconds longer than alone.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::future::BoxFuture;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::{mpsc, oneshot};
+
+/// A unit's own failure, or the batch's.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError<E> {
+    /// The unit failed; nothing it wrote was kept.
+    #[error(transparent)]
+    Unit(E),
+    /// The unit succeeded but its batch could not be committed: nothing was kept.
+    #[error("the batch transaction failed: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("the batch writer has stopped")]
+    Stopped,
+}
+
+/// What a batched unit hands back once it ran: whether to keep its writes,
+/// and how to tell its caller once the batch's fate is known.
+type Deliver = Box<dyn FnOnce(Result<(), Arc<sqlx::Error>>) + Send>;
+/// A unit runs on the batch's connection, or, when no transaction could be
+/// begun, is handed the error and answers its caller without running.
+type Unit =
+    Box<dyn for<'c> FnOnce(Result<&'c mut PgConnection, Arc<sqlx::Error>>) -> BoxFuture<'c, (bool, Deliver)> + Send>;
+
+/// Counters for benchmarks and logs.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    pub transactions: AtomicU64,
+    pub units: AtomicU64,
+}
+
+/// A handle to one batch writer. Cheap to clone; the writer stops when every
+/// handle is dropped, after running what was queued.
+#[derive(Debug, Clone)]
+pub struct BatchWriter {
+    sender: mpsc::Sender<Unit>,
+    stats: Arc<BatchStats>,
+}
+
+/// Most units in one transaction: a bound on how long locks are held.
+const MAX_BATCH: usize = 256;
+
+impl BatchWriter {
+    /// Starts a writer on `pool` (it holds one connection while it writes).
+    pub fn start(pool: PgPool) -> Self {
+        let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
+        let stats = Arc::new(BatchStats::default());
+        tokio::spawn(run(pool, receiver, stats.clone()));
+        Self { sender, stats }
+    }
+
+    /// Runs `work` in the writer's next transaction and returns its result
+    /// once that transaction has committed. `Err` from `work` undoes its
+    /// writes alone.
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, BatchError<E>>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel::<Result<T, BatchError<E>>>();
+        let unit: Unit = Box::new(move |connection| {
+            Box::pin(async move {
+                let outcome = match connection {
+                    Ok(connection) => work(connection).await,
+                    Err(error) => {
+                        let _ = reply.send(Err(BatchError::Database(shared_error(&error))));
+                        let nothing_more: Deliver = Box::new(|_| {});
+                        return (false, nothing_more);
+                    }
+                };
+                let keep = outcome.is_ok();
+                let deliver: Deliver = Box::new(move |committed| {
+                    let result = match (outcome, committed) {
+                        (Ok(value), Ok(())) => Ok(value),
+                        (Err(error), _) => Err(BatchError::Unit(error)),
+                        (Ok(_), Err(error)) => Err(BatchError::Database(shared_error(&error))),
+                    };
+                    // The caller may have stopped waiting; the outcome stands regardless.
+                    let _ = reply.send(result);
+                });
+                (keep, deliver)
+            })
+        });
+        self.sender.send(unit).await.map_err(|_| BatchError::Stopped)?;
+        answer.await.unwrap_or(Err(BatchError::Stopped))
+    }
+
+    pub fn stats(&self) -> &BatchStats {
+        &self.stats
+    }
+}
+
+/// `sqlx::Error` is not `Clone`; every caller of a failed batch gets its text.
+fn shared_error(error: &sqlx::Error) -> sqlx::Error {
+    sqlx::Error::Protocol(format!("batch: {error}"))
+}
+
+async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Unit>, stats: Arc<BatchStats>) {
+    let mut queued: VecDeque<Unit> = VecDeque::with_capacity(MAX_BATCH);
+    while let Some(first) = receiver.recv().await {
+        queued.push_back(first);
+        while queued.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(next) => queued.push_back(next),
+                Err(_) => break,
+            }
+        }
+        // A batch that fails part-way leaves its untouched units queued for the next.
+        while !queued.is_empty() {
+            stats.transactions.fetch_add(1, Ordering::Relaxed);
+            let ran = write(&pool, &mut queued).await;
+            stats.units.fetch_add(ran as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Runs queued units in one transaction, taking them from the front of
+/// `queued`; returns how many it took. Each unit's caller is answered. When
+/// no transaction can be begun, every queued unit is answered with that error.
+async fn write(pool: &PgPool, queued: &mut VecDeque<Unit>) -> usize {
+    let mut connection = match pool.acquire().await {
+        Ok(connection) => connection,
+        Err(error) => return abandon(queued, error).await,
+    };
+    let mut tx = match connection.begin().await {
+        Ok(tx) => tx,
+        Err(error) => return abandon(queued, error).await,
+    };
+    let mut delivered: Vec<Deliver> = Vec::new();
+    let alone = queued.len() == 1;
+    let outcome = async {
+        while let Some(unit) = queued.pop_front() {
+            // One unit alone needs no savepoint: its failure rolls back the transaction.
+            if !alone {
+                sqlx::query("SAVEPOINT unit").execute(&mut *tx).await?;
+            }
+            let (keep, deliver) = unit(Ok(&mut tx)).await;
+            delivered.push(deliver);
+            if !keep {
+                if alone {
+                    return Ok(false);
+                }
+                sqlx::query("ROLLBACK TO SAVEPOINT unit").execute(&mut *tx).await?;
+            }
+            if !alone {
+                sqlx::query("RELEASE SAVEPOINT unit").execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(true)
+    }
+    .await;
+    let ran = delivered.len();
+    let committed = outcome.map(|_| ()).map_err(Arc::new);
+    if let Err(error) = &committed {
+        tracing::warn!(%error, units = ran, "a batch transaction failed; its units will be retried by their callers");
+    }
+    for deliver in delivered {
+        deliver(committed.clone());
+    }
+    ran
+}
+
+async fn abandon(queued: &mut VecDeque<Unit>, error: sqlx::Error) -> usize {
+    tracing::warn!(%error, units = queued.len(), "no batch transaction could be begun");
+    let error = Arc::new(error);
+    let count = queued.len();
+    for unit in queued.drain(..) {
+        // A unit handed the error answers its caller itself.
+        let _ = unit(Err(error.clone())).await;
+    }
+    count
+}

@@ -1,0 +1,151 @@
+//! What a load run reads off the machine and the servers: CPU time per
+//! process, Postgres commits, work still queued, and the raw Postgres limit.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::TryStreamExt;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::time::Instant;
+
+/// Clock ticks per second of /proc's CPU times (`getconf CLK_TCK`; 100 on Linux).
+const TICKS_PER_SEC: f64 = 100.0;
+
+fn stat_fields(pid: u32) -> Option<Vec<u64>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name sits in parentheses and may hold spaces; fields follow it.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    Some(rest.split_whitespace().map(|field| field.parse().unwrap_or(0)).collect())
+}
+
+/// CPU seconds of a process: its own (all threads), plus those of its
+/// children it has reaped (`cutime`/`cstime`, e.g. Postgres backends that
+/// exited), plus those of its living children when `with_children`.
+pub fn cpu_seconds(pid: u32, with_children: bool) -> f64 {
+    // After the name: state(0) ppid(1) … utime(11) stime(12) cutime(13) cstime(14).
+    let Some(fields) = stat_fields(pid) else { return 0.0 };
+    let field = |n: usize| fields.get(n).copied().unwrap_or(0);
+    let mut ticks = field(11) + field(12) + field(13) + field(14);
+    if with_children {
+        for child in children(pid) {
+            if let Some(fields) = stat_fields(child) {
+                ticks += fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+            }
+        }
+    }
+    ticks as f64 / TICKS_PER_SEC
+}
+
+/// This process's own CPU seconds.
+pub fn own_cpu_seconds() -> f64 {
+    cpu_seconds(std::process::id(), false)
+}
+
+fn children(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| stat_fields(*pid).and_then(|f| f.get(1).copied()) == Some(u64::from(parent)))
+        .collect()
+}
+
+/// Commits so far over the services' databases (`emporium_*`), read-only
+/// transactions included, as `pg_stat_database` counts them.
+pub async fn commits(server: &PgPool) -> anyhow::Result<i64> {
+    let mut connection = server.acquire().await?;
+    sqlx::query("SELECT pg_stat_clear_snapshot()").execute(&mut *connection).await?;
+    let total: Option<i64> =
+        sqlx::query_scalar("SELECT sum(xact_commit)::int8 FROM pg_stat_database WHERE datname LIKE 'emporium\\_%'")
+            .fetch_one(&mut *connection)
+            .await?;
+    Ok(total.unwrap_or(0))
+}
+
+/// WAL flushes so far (each a durable write to disk).
+pub async fn wal_flushes(server: &PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar("SELECT wal_sync FROM pg_stat_wal").fetch_one(server).await?)
+}
+
+/// Work not yet done: messages pending or unacknowledged on every durable
+/// consumer, plus outbox rows not yet published, over every service.
+pub async fn backlog(jetstream: &async_nats::jetstream::Context, outboxes: &[PgPool]) -> anyhow::Result<u64> {
+    let mut backlog = 0;
+    let mut names = jetstream.stream_names();
+    while let Some(stream) = names.try_next().await? {
+        let stream = jetstream.get_stream(&stream).await?;
+        let mut consumers = stream.consumers();
+        while let Some(info) = consumers.try_next().await? {
+            backlog += info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(0);
+        }
+    }
+    for pool in outboxes {
+        let unpublished: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetch_one(pool).await?;
+        backlog += u64::try_from(unpublished).unwrap_or(0);
+    }
+    Ok(backlog)
+}
+
+/// How long until nothing is queued anywhere, polling every 100 ms for at most `patience`.
+pub async fn drained_within(
+    jetstream: &async_nats::jetstream::Context,
+    outboxes: &[PgPool],
+    patience: Duration,
+) -> anyhow::Result<Option<Duration>> {
+    let started = Instant::now();
+    let mut last = u64::MAX;
+    while started.elapsed() < patience {
+        let queued = backlog(jetstream, outboxes).await?;
+        if queued == 0 {
+            return Ok(Some(started.elapsed()));
+        }
+        if queued != last {
+            tracing::debug!(queued, "waiting for the stack to drain");
+            last = queued;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(None)
+}
+
+/// The raw limit of the Postgres server at `server_url`: transactions of two
+/// single-row inserts each, committed durably, from `clients` connections
+/// for `period`. Returns transactions per second.
+pub async fn raw_postgres(server_url: &str, clients: usize, period: Duration) -> anyhow::Result<f64> {
+    let admin = PgPoolOptions::new().max_connections(1).connect(server_url).await?;
+    sqlx::query("DROP DATABASE IF EXISTS raw_limit").execute(&admin).await?;
+    sqlx::query("CREATE DATABASE raw_limit").execute(&admin).await?;
+    admin.close().await;
+    let url = server_url.rsplit_once('/').map(|(server, _)| format!("{server}/raw_limit")).context("server url")?;
+    let mut setup = PgConnection::connect(&url).await?;
+    sqlx::query("CREATE TABLE events (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), body text)")
+        .execute(&mut setup)
+        .await?;
+    setup.close().await?;
+
+    let until = Instant::now() + period;
+    let mut workers = Vec::new();
+    for _ in 0..clients {
+        let url = url.clone();
+        workers.push(tokio::spawn(async move {
+            let mut connection = PgConnection::connect(&url).await?;
+            let mut done = 0u64;
+            while Instant::now() < until {
+                let mut tx = connection.begin().await?;
+                for body in ["first", "second"] {
+                    sqlx::query("INSERT INTO events (body) VALUES ($1)").bind(body).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                done += 1;
+            }
+            Ok::<_, sqlx::Error>(done)
+        }));
+    }
+    let mut total = 0;
+    for worker in workers {
+        total += worker.await??;
+    }
+    Ok(total as f64 / period.as_secs_f64())
+}

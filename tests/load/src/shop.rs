@@ -1,0 +1,218 @@
+//! Customers and a seller driving Emporium the way clients do: over the
+//! public HTTP API, signed in with bearer tokens, and listening to the order
+//! events on NATS to learn how each checkout ended.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+const PASSWORD: &str = "load generator password";
+
+/// A signed-in account.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub token: String,
+}
+
+/// A shop on a running gateway: a seller's products, in stock.
+#[derive(Debug, Clone)]
+pub struct Shop {
+    http: reqwest::Client,
+    base: String,
+    pub products: Vec<String>,
+}
+
+/// The shipping address every load checkout uses.
+pub fn address() -> Value {
+    json!({ "name": "Ada Load", "line1": "1 Bench Street", "city": "Lisbon", "postal_code": "1000-001", "country": "PT" })
+}
+
+impl Shop {
+    /// Signs a seller up and puts `products` products on sale, each with `stock` units.
+    pub async fn open(base: &str, products: usize, stock: u32) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
+        let mut shop = Self { http, base: base.to_owned(), products: Vec::new() };
+        let seller = shop.account("seller").await?;
+        for n in 0..products {
+            let body = json!({
+                "name": format!("Load chair {n}"),
+                "description": "A chair for load tests",
+                "price": { "amount": 1_000 + n, "currency": "EUR" },
+            });
+            let product = shop.send(&seller, reqwest::Method::POST, "/api/v1/products", &body).await?;
+            let id = product["id"].as_str().context("a product without an id")?.to_owned();
+            shop.set_stock(&seller, &id, stock).await?;
+            shop.products.push(id);
+        }
+        Ok(shop)
+    }
+
+    /// Registers and signs in a new account with `role`.
+    pub async fn account(&self, role: &str) -> anyhow::Result<Account> {
+        let email = format!("{role}-{}@load.example", uuid::Uuid::now_v7().simple());
+        let body = json!({ "email": email, "password": PASSWORD, "name": "Load Tester", "role": role });
+        let registered = self.post_patiently("/api/v1/auth/register", &body).await?;
+        ensure!(registered.status() == 201, "register: {}", registered.status());
+        let login = json!({ "email": email, "password": PASSWORD });
+        let session: Value = self.post_patiently("/api/v1/auth/login", &login).await?.json().await?;
+        let token = session["access_token"].as_str().context("login without an access token")?.to_owned();
+        Ok(Account { token })
+    }
+
+    /// POSTs `body`, waiting out 503s (password hashing sheds load) as a client would.
+    async fn post_patiently(&self, path: &str, body: &Value) -> anyhow::Result<reqwest::Response> {
+        for _ in 0..100 {
+            let response = self.http.post(format!("{}{path}", self.base)).json(body).send().await?;
+            if response.status() != 503 {
+                return Ok(response);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("{path}: still 503 after 10 s")
+    }
+
+    async fn send(&self, who: &Account, method: reqwest::Method, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let response =
+            self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&who.token).json(body).send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        ensure!(status.is_success(), "{path}: {status} {text}");
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Sets stock, waiting while inventory has not yet heard of a new product.
+    async fn set_stock(&self, seller: &Account, product: &str, quantity: u32) -> anyhow::Result<()> {
+        let url = format!("{}/api/v1/products/{product}/stock", self.base);
+        for _ in 0..400 {
+            let response =
+                self.http.put(&url).bearer_auth(&seller.token).json(&json!({ "quantity": quantity })).send().await?;
+            match response.status().as_u16() {
+                200 => return Ok(()),
+                503 => tokio::time::sleep(Duration::from_millis(25)).await,
+                status => bail!("setting stock: {status}"),
+            }
+        }
+        bail!("inventory never learned of product {product}")
+    }
+
+    /// Fills the customer's cart with one unit of each of `products`, then
+    /// checks out. Returns the order id and when the checkout was sent.
+    pub async fn checkout(&self, customer: &Account, products: &[&str]) -> anyhow::Result<(String, Instant)> {
+        for product in products {
+            let line = json!({ "product_id": product, "quantity": 1 });
+            self.send(customer, reqwest::Method::POST, "/api/v1/cart/items", &line).await?;
+        }
+        let body = json!({ "shipping_address": address(), "payment_method": "tok_visa" });
+        let sent = Instant::now();
+        let response = self
+            .http
+            .post(format!("{}/api/v1/cart/checkout", self.base))
+            .bearer_auth(&customer.token)
+            .header("idempotency-key", uuid::Uuid::now_v7().to_string())
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        ensure!(status == 202, "checkout: {status} {}", response.text().await.unwrap_or_default());
+        let accepted: Value = response.json().await?;
+        let order = accepted["order_id"].as_str().context("checkout without an order id")?.to_owned();
+        Ok((order, sent))
+    }
+}
+
+/// How a checkout ended, and when it was heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Confirmed(Instant),
+    Cancelled(Instant),
+}
+
+impl Outcome {
+    pub fn at(self) -> Instant {
+        match self {
+            Outcome::Confirmed(at) | Outcome::Cancelled(at) => at,
+        }
+    }
+}
+
+enum Slot {
+    Heard(Outcome),
+    Awaited(oneshot::Sender<Outcome>),
+}
+
+/// Listens to `order.confirmed` and `order.cancelled` on NATS and tells each
+/// waiter how its order ended.
+#[derive(Clone, Default)]
+pub struct Outcomes(Arc<Mutex<HashMap<String, Slot>>>);
+
+impl std::fmt::Debug for Outcomes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outcomes").finish_non_exhaustive()
+    }
+}
+
+impl Outcomes {
+    /// Subscribes on `nats` and records outcomes from now on.
+    pub async fn listen(nats: &async_nats::Client) -> anyhow::Result<Self> {
+        let outcomes = Self::default();
+        let mut events = nats.subscribe("evt.order.>").await?;
+        let recorder = outcomes.clone();
+        tokio::spawn(async move {
+            while let Some(message) = events.next().await {
+                let at = Instant::now();
+                let subject = message.subject.as_str();
+                let outcome = if subject.starts_with("evt.order.confirmed.") {
+                    Outcome::Confirmed(at)
+                } else if subject.starts_with("evt.order.cancelled.") {
+                    Outcome::Cancelled(at)
+                } else {
+                    continue;
+                };
+                let Ok(envelope) = serde_json::from_slice::<Value>(&message.payload) else { continue };
+                if let Some(order) = envelope["data"]["order_id"].as_str() {
+                    recorder.heard(order.to_owned(), outcome);
+                }
+            }
+        });
+        Ok(outcomes)
+    }
+
+    fn heard(&self, order: String, outcome: Outcome) {
+        let mut slots = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match slots.remove(&order) {
+            Some(Slot::Awaited(waiter)) => {
+                let _ = waiter.send(outcome);
+            }
+            // The first outcome heard stands (a redelivered event repeats it).
+            Some(Slot::Heard(first)) => {
+                slots.insert(order, Slot::Heard(first));
+            }
+            None => {
+                slots.insert(order, Slot::Heard(outcome));
+            }
+        }
+    }
+
+    /// How `order` ended, waiting up to `patience` for it.
+    pub async fn of(&self, order: &str, patience: Duration) -> anyhow::Result<Outcome> {
+        let waiting = {
+            let mut slots = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(Slot::Heard(outcome)) = slots.remove(order) {
+                return Ok(outcome);
+            }
+            let (tx, rx) = oneshot::channel();
+            slots.insert(order.to_owned(), Slot::Awaited(tx));
+            rx
+        };
+        match tokio::time::timeout(patience, waiting).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            _ => bail!("order {order} did not end within {patience:?}"),
+        }
+    }
+}
