@@ -94,6 +94,22 @@ bench: servers
     # In-process benchmarks of single paths (front door, catalog reads and searches).
     cargo bench --workspace --quiet 2>/dev/null | grep '^bench:' || { echo "benchmarks failed" >&2; exit 1; }
 
+# Fault scenarios under load, one at a time, each on private servers with one process per service
+# (tests/load/tests/chaos.rs): kill -9 of each service, NATS stopped 10 s, Postgres restarted,
+# duplicated events, outbox replay; each ends with the whole-system invariants checked.
+chaos: servers
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build -p emporium
+    export EMPORIUM_BIN="{{emporium}}"
+    started=$SECONDS
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run -p emporium-load --test chaos --run-ignored only --no-capture --no-fail-fast
+    else
+        cargo test -p emporium-load --test chaos -- --ignored --test-threads=1 --nocapture
+    fi
+    echo "chaos: every scenario passed in $((SECONDS - started)) s"
+
 # Fuzz the HTTP API from /openapi.json with schemathesis (scripts/fuzz-api.sh); fails on any 5xx or undocumented answer.
 fuzz-api:
     scripts/fuzz-api.sh

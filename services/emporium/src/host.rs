@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use emporium_payment::simulator::Placement;
+use emporium_payment::simulator::remote::RemoteSimulator;
+use emporium_platform::settings::typed;
 use emporium_platform::{Connections, Readiness, Settings, ops, shutdown};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -153,14 +156,23 @@ impl Service {
                 let payment_settings = emporium_payment::PaymentSettings::from_source(env)?;
                 let pool = open_database(&connections, &readiness, emporium_payment::SERVICE)?;
                 let clock: emporium_nats::SharedClock = Arc::new(emporium_nats::SystemClock);
-                // The simulated provider: the only one there is, until a real one is wired in.
-                let simulator = emporium_payment::Simulator::new((&payment_settings).into(), clock.clone());
+                // The simulated provider, the only one there is until a real one is wired in: here,
+                // or in its own process (`emporium provider`) so that its records outlive this one.
+                let placement: Placement = typed(&env, "PAYMENT_SIMULATOR", "in-process")?;
+                let provider: Arc<dyn emporium_payment::Provider> = match placement {
+                    Placement::InProcess => {
+                        Arc::new(emporium_payment::Simulator::new((&payment_settings).into(), clock.clone()))
+                    }
+                    Placement::Remote => {
+                        Arc::new(RemoteSimulator::new(connections.nats().clone(), payment_settings.provider_timeout))
+                    }
+                };
                 let deps = emporium_payment::Dependencies {
                     pool,
                     nats: connections.nats().clone(),
                     partitions: settings.partitions,
                     clock,
-                    provider: Arc::new(simulator),
+                    provider,
                 };
                 emporium_payment::run(payment_settings, deps, stop).await?;
             }

@@ -5,9 +5,11 @@
 //! - `emporium watch <key>`: print one order's (or any entity's) events live.
 //! - `emporium dlq list|replay`, `emporium outbox replay --since <time>`: operate
 //!   the messaging backbone.
+//! - `emporium provider`: the simulated payment provider as a process of its own.
 
 mod host;
 mod operator;
+mod provider;
 mod provision;
 mod watch;
 
@@ -49,6 +51,9 @@ enum Commands {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+    /// Run the simulated payment provider on its own, answering over NATS
+    /// (for payment with PAYMENT_SIMULATOR=remote), until SIGINT/SIGTERM.
+    Provider,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +132,7 @@ fn main() -> anyhow::Result<()> {
                 let only = service.and_then(|arg| arg.0);
                 operator::outbox_replay(&settings, since, only).await
             }
+            Commands::Provider => provider::run(&settings).await,
         }
     })
 }

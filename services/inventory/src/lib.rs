@@ -80,7 +80,7 @@ pub async fn run(
     let outbox = OutboxSignal::default();
     let (mut runtime, leases) =
         ServiceRuntime::start(SERVICE, &deps.pool, &deps.nats, deps.partitions, &clock, &outbox, stop).await?;
-    let inventory = Arc::new(Inventory { pool: deps.pool, outbox, clock, backstop_floor: settings.backstop_floor });
+    let inventory = Arc::new(Inventory::new(deps.pool, outbox, clock, settings.backstop_floor));
 
     runtime.consume(CATALOG, CatalogEvents(inventory.clone()));
     runtime.consume(ORDER, OrderEvents(inventory.clone()));

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use emporium_nats::{Delivery, Handled, Handler, HandlerError, OutboxSignal, OutgoingEvent, SharedClock, event_set};
+use emporium_nats::{
+    BatchError, BatchWriter, Delivery, Handled, Handler, HandlerError, OutboxSignal, OutgoingEvent, SharedClock,
+    event_set,
+};
 use emporium_schemas::events::catalog::{ProductCreated, ProductDeleted};
 use emporium_schemas::events::inventory::{
     InventoryRejected, InventoryReleased, InventoryReserved, ReleaseReason, StockChangeReason, StockChanged,
@@ -35,6 +38,8 @@ pub struct Inventory {
     pub clock: SharedClock,
     /// The backstop never releases a hold sooner than this after placement.
     pub backstop_floor: Duration,
+    /// Commits the saga handlers' transactions in batches.
+    writer: BatchWriter,
 }
 
 /// Why applying an event failed: storage (retry) or an event we cannot encode (reject).
@@ -51,6 +56,17 @@ pub enum ApplyError {
 impl From<sqlx::Error> for ApplyError {
     fn from(error: sqlx::Error) -> Self {
         ApplyError::Store(StoreError::Database(error))
+    }
+}
+
+impl From<BatchError<ApplyError>> for ApplyError {
+    fn from(error: BatchError<ApplyError>) -> Self {
+        match error {
+            BatchError::Unit(error) => error,
+            BatchError::Database(error) => error.into(),
+            // Shutting down: the event is taken again after the restart.
+            BatchError::Stopped => sqlx::Error::PoolClosed.into(),
+        }
     }
 }
 
@@ -106,10 +122,10 @@ fn as_delta(lines: &[(ProductId, u32)], on_hand_sign: i32, reserved_sign: i32) -
 }
 
 /// A saga step with what it needs.
-#[derive(Debug, Clone, Copy)]
-enum Step<'a> {
+#[derive(Debug, Clone)]
+enum Step {
     Placed {
-        lines: &'a [(ProductId, u32)],
+        lines: Vec<(ProductId, u32)>,
         placed_at: DateTime<Utc>,
         deadline_at: DateTime<Utc>,
     },
@@ -121,12 +137,16 @@ enum Step<'a> {
 }
 
 impl Inventory {
+    pub fn new(pool: PgPool, outbox: OutboxSignal, clock: SharedClock, backstop_floor: Duration) -> Self {
+        Self { writer: BatchWriter::start(pool.clone()), pool, outbox, clock, backstop_floor }
+    }
+
     /// Applies `step` to `order`'s reservation in `tx`; returns the events to commit with it.
     async fn step(
         &self,
         tx: &mut PgConnection,
         order: OrderId,
-        step: Step<'_>,
+        step: &Step,
         origin: Origin,
     ) -> Result<Vec<OutgoingEvent>, ApplyError> {
         let now = self.clock.now();
@@ -142,6 +162,7 @@ impl Inventory {
         let (version, held, confirmed) = current.map_or((0, Vec::new(), false), |r| (r.version, r.lines, r.confirmed));
         match (domain::decide(state, saga_step), step) {
             (Action::Reserve, Step::Placed { lines, placed_at, deadline_at }) => {
+                let (placed_at, deadline_at) = (*placed_at, *deadline_at);
                 let lines = domain::merge_lines(lines.iter().copied());
                 let rows = store::lock_stock(tx, lines.iter().map(|(p, _)| *p)).await?;
                 let stock = rows.iter().map(|(p, row)| (*p, row.stock)).collect();
@@ -199,23 +220,31 @@ impl Inventory {
         }
     }
 
-    /// Runs `step` with `consumer`'s inbox entry for `event` in one transaction.
+    /// Runs `step` with `consumer`'s inbox entry for `event` in the batch
+    /// writer's next transaction.
     async fn apply_event(
-        &self,
-        consumer: &str,
+        self: &Arc<Self>,
+        consumer: &'static str,
         event: MessageId,
         order: OrderId,
-        step: Step<'_>,
+        step: Step,
         origin: Origin,
     ) -> Result<Handled, ApplyError> {
-        let mut tx = self.pool.begin().await?;
-        if !emporium_nats::inbox::record(&mut tx, consumer, event).await? {
-            return Ok(Handled::Skipped);
-        }
-        let events = self.step(&mut tx, order, step, origin).await?;
-        emporium_nats::outbox::append(&mut tx, &events).await?;
-        tx.commit().await?;
-        if events.is_empty() {
+        let this = self.clone();
+        let wrote = self
+            .writer
+            .run(move |tx| {
+                Box::pin(async move {
+                    if !emporium_nats::inbox::record(tx, consumer, event).await? {
+                        return Ok::<_, ApplyError>(false);
+                    }
+                    let events = this.step(tx, order, &step, origin).await?;
+                    emporium_nats::outbox::append(tx, &events).await?;
+                    Ok(!events.is_empty())
+                })
+            })
+            .await?;
+        if !wrote {
             return Ok(Handled::Skipped);
         }
         self.outbox.wake();
@@ -230,7 +259,7 @@ impl Inventory {
         for order in due {
             let origin = Origin { correlation_id: *order.as_uuid(), causation_id: Uuid::now_v7() };
             let mut tx = self.pool.begin().await?;
-            let events = self.step(&mut tx, order, Step::Expired, origin).await?;
+            let events = self.step(&mut tx, order, &Step::Expired, origin).await?;
             emporium_nats::outbox::append(&mut tx, &events).await?;
             tx.commit().await?;
             if !events.is_empty() {
@@ -279,12 +308,10 @@ impl Handler for OrderEvents {
 
     async fn handle(&self, event: Envelope<OrderEvent>, _delivery: &Delivery) -> Result<Handled, HandlerError> {
         let origin = Origin::from(&event);
-        let lines: Vec<(ProductId, u32)>;
         let (order, step) = match &event.data {
             OrderEvent::Placed(placed) => {
-                lines = placed.lines.as_slice().iter().map(|l| (l.product_id, l.quantity.get())).collect();
-                let step =
-                    Step::Placed { lines: &lines, placed_at: event.occurred_at, deadline_at: placed.deadline_at };
+                let lines = placed.lines.as_slice().iter().map(|l| (l.product_id, l.quantity.get())).collect();
+                let step = Step::Placed { lines, placed_at: event.occurred_at, deadline_at: placed.deadline_at };
                 (placed.order_id, step)
             }
             OrderEvent::Confirmed(confirmed) => (confirmed.order_id, Step::Confirmed),

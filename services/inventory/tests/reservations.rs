@@ -380,12 +380,7 @@ async fn the_backstop_releases_only_holds_never_confirmed() {
 
     // The backstop's own clock, eleven deadlines (and past the floor) later.
     let clock = Arc::new(ManualClock::at(Utc::now()));
-    let backstop = Inventory {
-        pool: world.pool().clone(),
-        outbox: OutboxSignal::default(),
-        clock: clock.clone(),
-        backstop_floor: Duration::ZERO,
-    };
+    let backstop = Inventory::new(world.pool().clone(), OutboxSignal::default(), clock.clone(), Duration::ZERO);
     assert_eq!(backstop.release_expired().await.unwrap(), 0, "nothing is due yet");
     clock.advance(Duration::from_secs(11 * 60));
     assert_eq!(backstop.release_expired().await.unwrap(), 1);

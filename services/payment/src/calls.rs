@@ -86,6 +86,22 @@ enum Recovery {
     Unreachable,
 }
 
+/// What settling an answer did, to act on once it is committed.
+struct Settled {
+    /// The call the outcome starts.
+    next: Option<Attempt>,
+    wrote_events: bool,
+    /// Logs and counts what happened; run only after the commit, so a
+    /// settlement retried after a failed batch is reported once.
+    report: Box<dyn FnOnce() + Send>,
+}
+
+impl Settled {
+    fn nothing(report: impl FnOnce() + Send + 'static) -> Self {
+        Self { next: None, wrote_events: false, report: Box::new(report) }
+    }
+}
+
 impl Payments {
     /// Hands a committed attempt to a worker task.
     pub(crate) fn dispatch(self: &Arc<Self>, attempt: Attempt) {
@@ -95,14 +111,14 @@ impl Payments {
 
     /// Makes the call and settles it, then any call its outcome starts
     /// (a void after a late authorization, a refund after a cancelled capture).
-    async fn execute(&self, attempt: Attempt) {
+    async fn execute(self: &Arc<Self>, attempt: Attempt) {
         let mut next = Some(attempt);
         while let Some(attempt) = next.take() {
             next = self.call_and_settle(attempt).await;
         }
     }
 
-    async fn call_and_settle(&self, attempt: Attempt) -> Option<Attempt> {
+    async fn call_and_settle(self: &Arc<Self>, attempt: Attempt) -> Option<Attempt> {
         let permit = tokio::select! {
             () = self.stopping.cancelled() => return None,
             permit = self.calls.acquire() => permit.ok()?,
@@ -137,20 +153,32 @@ impl Payments {
         }
     }
 
-    /// Applies a call's answer, unless its attempt was settled already.
-    /// Returns the call the outcome starts, if any, committed and to be made.
-    async fn settle(&self, attempt: &Attempt, answer: Answer) -> Result<Option<Attempt>, ApplyError> {
+    /// Applies a call's answer, unless its attempt was settled already, in
+    /// the batch writer's next transaction. Returns the call the outcome
+    /// starts, if any, committed and to be made.
+    async fn settle(self: &Arc<Self>, attempt: &Attempt, answer: Answer) -> Result<Option<Attempt>, ApplyError> {
+        let (this, attempt) = (self.clone(), attempt.clone());
+        let settled =
+            self.writer.run(move |tx| Box::pin(async move { this.settle_in(tx, &attempt, answer).await })).await?;
+        if settled.wrote_events {
+            self.outbox.wake();
+        }
+        (settled.report)();
+        Ok(settled.next)
+    }
+
+    /// [`Payments::settle`]'s writes, in `tx`.
+    async fn settle_in(&self, tx: &mut PgConnection, attempt: &Attempt, answer: Answer) -> Result<Settled, ApplyError> {
         let now = self.clock.now();
-        let mut tx = self.pool.begin().await?;
         let corrupt = |what: String| ApplyError::Store(StoreError::Corrupt(what));
-        let payment = store::lock_payment(&mut tx, attempt.payment_id)
+        let payment = store::lock_payment(tx, attempt.payment_id)
             .await?
             .ok_or_else(|| corrupt(format!("attempt {} has no payment", attempt.key)))?;
-        let current = store::lock_attempt(&mut tx, &attempt.key)
+        let current = store::lock_attempt(tx, &attempt.key)
             .await?
             .ok_or_else(|| corrupt(format!("attempt {} is gone", attempt.key)))?;
         if !current.status.is_open() {
-            return Ok(None);
+            return Ok(Settled::nothing(|| {}));
         }
         let ordered =
             payment.ordered.clone().ok_or_else(|| corrupt(format!("payment {} has no order", payment.payment_id)))?;
@@ -158,15 +186,16 @@ impl Payments {
         let Some((status, outcome)) = conclusion(&answer) else {
             // The provider may have acted: never try again under a new key; ask by this one.
             if current.status == AttemptStatus::Started {
-                store::mark_unknown(&mut *tx, &attempt.key).await?;
+                store::mark_unknown(tx, &attempt.key).await?;
             }
-            tx.commit().await?;
-            tracing::warn!(payment.id = %payment.payment_id, key = %attempt.key, reason = %answer_note(&answer), "no conclusive answer from the provider; its outcome is unknown");
-            return Ok(None);
+            let (payment, key, reason) = (payment.payment_id, attempt.key.clone(), answer_note(&answer));
+            return Ok(Settled::nothing(move || {
+                tracing::warn!(payment.id = %payment, %key, %reason, "no conclusive answer from the provider; its outcome is unknown");
+            }));
         };
         let note = answer_note(&answer);
         let reference = answer.as_ref().ok();
-        store::finish_attempt(&mut tx, &attempt.key, status, reference, &note, now).await?;
+        store::finish_attempt(tx, &attempt.key, status, reference, &note, now).await?;
 
         let Some(transition) = domain::settle(
             &payment.rules(),
@@ -175,9 +204,10 @@ impl Payments {
             attempt.number,
             self.config.capture_attempts,
         ) else {
-            tx.commit().await?;
-            tracing::warn!(payment.id = %payment.payment_id, key = %attempt.key, status = payment.status.as_str(), "an outcome the payment was not waiting for");
-            return Ok(None);
+            let (id, key, status) = (payment.payment_id, attempt.key.clone(), payment.status.as_str());
+            return Ok(Settled::nothing(move || {
+                tracing::warn!(payment.id = %id, %key, status, "an outcome the payment was not waiting for");
+            }));
         };
 
         // The payment as it is after this outcome: what the events, the ledger and the next call see.
@@ -201,10 +231,10 @@ impl Payments {
             };
         }
         if let Some(movement) = transition.ledger {
-            self.book(&mut tx, &settled, &ordered, movement).await?;
+            self.book(tx, &settled, &ordered, movement).await?;
         }
         let next = match transition.start {
-            Some(operation) => Some(self.start_attempt(&mut tx, &settled, operation, origin).await?),
+            Some(operation) => Some(self.start_attempt(tx, &settled, operation, origin).await?),
             None => None,
         };
         let retry_at = transition.retry.then(|| {
@@ -220,24 +250,26 @@ impl Payments {
             failure_reason,
             retry_at,
         };
-        store::update_payment(&mut tx, payment.payment_id, &change, now).await?;
-        emporium_nats::outbox::append(&mut tx, &events).await?;
-        tx.commit().await?;
-        if !events.is_empty() {
-            self.outbox.wake();
-        }
-        if let Some(at) = retry_at {
-            tracing::warn!(payment.id = %payment.payment_id, operation = attempt.operation().as_str(), attempt = attempt.number, %at, reason = %note, "provider call failed; tried again later");
-        }
-        if transition.gave_up {
-            capture_failed_total().increment();
-            tracing::error!(payment.id = %payment.payment_id, order.id = %payment.order_id, attempts = attempt.number, reason = %note, "capture given up");
-        }
-        if transition.compensation_failed {
-            compensation_failed_total().increment();
-            tracing::error!(payment.id = %payment.payment_id, order.id = %payment.order_id, operation = attempt.operation().as_str(), key = %attempt.key, reason = %note, status = transition.status.as_str(), "the provider refused a compensation for good; an operator must look");
-        }
-        Ok(next)
+        store::update_payment(tx, payment.payment_id, &change, now).await?;
+        emporium_nats::outbox::append(tx, &events).await?;
+        let (id, order, operation, number, key) =
+            (payment.payment_id, payment.order_id, attempt.operation().as_str(), attempt.number, attempt.key.clone());
+        let (gave_up, compensation_failed, status) =
+            (transition.gave_up, transition.compensation_failed, transition.status.as_str());
+        let report = move || {
+            if let Some(at) = retry_at {
+                tracing::warn!(payment.id = %id, operation, attempt = number, %at, reason = %note, "provider call failed; tried again later");
+            }
+            if gave_up {
+                capture_failed_total().increment();
+                tracing::error!(payment.id = %id, order.id = %order, attempts = number, reason = %note, "capture given up");
+            }
+            if compensation_failed {
+                compensation_failed_total().increment();
+                tracing::error!(payment.id = %id, order.id = %order, operation, %key, reason = %note, status, "the provider refused a compensation for good; an operator must look");
+            }
+        };
+        Ok(Settled { next, wrote_events: !events.is_empty(), report: Box::new(report) })
     }
 
     /// Posts the ledger entries of a capture, or reverses them for a refund.
@@ -278,7 +310,7 @@ impl Payments {
     /// the timeout: a crash between commit and call), then makes the
     /// retries that are due. Calls made here are awaited, with what follows
     /// them, so a test that drives this step sees their effect on return.
-    pub async fn recover_once(&self) -> Result<Recovered, ApplyError> {
+    pub async fn recover_once(self: &Arc<Self>) -> Result<Recovered, ApplyError> {
         let now = self.clock.now();
         let started_before = TimeDelta::from_std(self.config.timeout)
             .ok()
@@ -312,7 +344,7 @@ impl Payments {
         Ok(recovered)
     }
 
-    async fn recover(&self, attempt: Attempt) -> Result<Recovery, ApplyError> {
+    async fn recover(self: &Arc<Self>, attempt: Attempt) -> Result<Recovery, ApplyError> {
         let looked_up = {
             let Ok(_permit) = self.calls.acquire().await else { return Ok(Recovery::Unreachable) };
             tokio::time::timeout(self.config.timeout, self.provider.lookup(attempt.key.clone())).await
@@ -348,7 +380,7 @@ impl Payments {
     }
 
     /// Starts the next attempt of a payment's due capture, void or refund, and makes it.
-    async fn retry(&self, payment: emporium_schemas::values::PaymentId) -> Result<bool, ApplyError> {
+    async fn retry(self: &Arc<Self>, payment: emporium_schemas::values::PaymentId) -> Result<bool, ApplyError> {
         let now = self.clock.now();
         let mut tx = self.pool.begin().await?;
         let Some(payment) = store::lock_payment(&mut tx, payment).await? else { return Ok(false) };

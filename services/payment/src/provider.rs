@@ -43,6 +43,14 @@ pub enum Decline {
 }
 
 impl Decline {
+    pub const ALL: [Decline; 5] = [
+        Decline::Declined,
+        Decline::InsufficientFunds,
+        Decline::UnknownReference,
+        Decline::AlreadySettled,
+        Decline::AmountTooLarge,
+    ];
+
     /// The reason `payment.failed` gives.
     pub fn failure_reason(self) -> FailureReason {
         match self {
@@ -61,6 +69,11 @@ impl Decline {
             Decline::AlreadySettled => "already_settled",
             Decline::AmountTooLarge => "amount_too_large",
         }
+    }
+
+    /// The decline [`as_str`](Self::as_str) names.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|decline| decline.as_str() == text)
     }
 }
 
@@ -163,5 +176,13 @@ mod tests {
         let answer = RecordState::Failed("capture temporarily unavailable".into()).answer(&reference);
         assert_eq!(answer, Some(Err(ProviderError::NotDone("capture temporarily unavailable".into()))));
         assert_eq!(RecordState::Pending.answer(&reference), None);
+    }
+
+    #[test]
+    fn every_decline_is_read_back_from_its_name() {
+        for decline in Decline::ALL {
+            assert_eq!(Decline::parse(decline.as_str()), Some(decline));
+        }
+        assert_eq!(Decline::parse("stolen"), None);
     }
 }

@@ -11,7 +11,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use emporium_nats::{Delivery, Handled, Handler, HandlerError, OutboxSignal, SharedClock, event_set};
+use emporium_nats::{
+    BatchError, BatchWriter, Delivery, Handled, Handler, HandlerError, OutboxSignal, SharedClock, event_set,
+};
 use emporium_schemas::events::inventory::InventoryReserved;
 use emporium_schemas::events::order::{OrderCancelled, OrderConfirmed, OrderPlaced};
 use emporium_schemas::values::{OrderId, PaymentId};
@@ -48,6 +50,8 @@ pub struct Payments {
     pub clock: SharedClock,
     pub provider: Arc<dyn Provider>,
     pub config: CallConfig,
+    /// Commits the handlers' and the call outcomes' transactions in batches.
+    pub(crate) writer: BatchWriter,
     /// Bounds the provider calls in flight.
     pub(crate) calls: Semaphore,
     pub(crate) workers: TaskTracker,
@@ -64,6 +68,7 @@ impl Payments {
         settings: &PaymentSettings,
     ) -> Arc<Self> {
         Arc::new(Self {
+            writer: BatchWriter::start(pool.clone()),
             pool,
             outbox,
             clock,
@@ -114,6 +119,17 @@ impl From<sqlx::Error> for ApplyError {
     }
 }
 
+impl From<BatchError<ApplyError>> for ApplyError {
+    fn from(error: BatchError<ApplyError>) -> Self {
+        match error {
+            BatchError::Unit(error) => error,
+            BatchError::Database(error) => error.into(),
+            // Shutting down: the event is taken again after the restart.
+            BatchError::Stopped => sqlx::Error::PoolClosed.into(),
+        }
+    }
+}
+
 impl From<ApplyError> for HandlerError {
     fn from(error: ApplyError) -> Self {
         match &error {
@@ -126,16 +142,16 @@ impl From<ApplyError> for HandlerError {
 }
 
 /// A saga event with what it carries.
-#[derive(Debug, Clone, Copy)]
-enum Step<'a> {
-    Placed(&'a OrderPlaced),
+#[derive(Debug, Clone)]
+enum Step {
+    Placed(Box<OrderPlaced>),
     StockReserved,
     Confirmed,
     Cancelled,
 }
 
-impl Step<'_> {
-    fn kind(self) -> SagaStep {
+impl Step {
+    fn kind(&self) -> SagaStep {
         match self {
             Step::Placed(_) => SagaStep::Placed,
             Step::StockReserved => SagaStep::StockReserved,
@@ -223,84 +239,100 @@ impl Payments {
         Ok(attempt)
     }
 
-    /// Applies `step` to `order`'s payment with `consumer`'s inbox row, in one
-    /// transaction; then hands a started call to a worker.
+    /// Applies `step` to `order`'s payment with `consumer`'s inbox row, in
+    /// the batch writer's next transaction; once committed, hands a started
+    /// call to a worker.
     async fn apply_event(
         self: &Arc<Self>,
+        consumer: &'static str,
+        event: MessageId,
+        order: OrderId,
+        step: Step,
+        origin: Origin,
+    ) -> Result<Handled, ApplyError> {
+        let this = self.clone();
+        let (handled, call) = self
+            .writer
+            .run(move |tx| Box::pin(async move { this.apply_in(tx, consumer, event, order, step, origin).await }))
+            .await?;
+        if let Some(call) = call {
+            self.dispatch(call);
+        }
+        Ok(handled)
+    }
+
+    /// [`Payments::apply_event`]'s writes, in `tx`; the call to make once they are committed.
+    async fn apply_in(
+        &self,
+        tx: &mut PgConnection,
         consumer: &str,
         event: MessageId,
         order: OrderId,
-        step: Step<'_>,
+        step: Step,
         origin: Origin,
-    ) -> Result<Handled, ApplyError> {
+    ) -> Result<(Handled, Option<Attempt>), ApplyError> {
         let now = self.clock.now();
-        let mut tx = self.pool.begin().await?;
-        if !emporium_nats::inbox::record(&mut tx, consumer, event).await? {
-            return Ok(Handled::Skipped);
+        if !emporium_nats::inbox::record(tx, consumer, event).await? {
+            return Ok((Handled::Skipped, None));
         }
-        let current = store::lock_payment_by_order(&mut tx, order).await?;
+        let current = store::lock_payment_by_order(tx, order).await?;
         let action = domain::decide(current.as_ref().map(PaymentRow::rules).as_ref(), step.kind());
         let mut call = None;
         match (action, &current) {
             (Action::Record, _) => {
-                let Step::Placed(placed) = step else { return Ok(Handled::Skipped) };
+                let Step::Placed(placed) = &step else { return Ok((Handled::Skipped, None)) };
                 let recorded = new_payment(placed, origin, self.config.commission_bps)?;
-                if !store::insert_payment(&mut tx, &recorded, now).await? {
-                    return Err(raced(order, step));
+                if !store::insert_payment(tx, &recorded, now).await? {
+                    return Err(raced(order, &step));
                 }
             }
             (Action::RecordAndAuthorize, Some(payment)) => {
-                let Step::Placed(placed) = step else { return Ok(Handled::Skipped) };
+                let Step::Placed(placed) = &step else { return Ok((Handled::Skipped, None)) };
                 let recorded = new_payment(placed, origin, self.config.commission_bps)?;
-                store::record_placement(&mut tx, payment.payment_id, &recorded, now).await?;
+                store::record_placement(tx, payment.payment_id, &recorded, now).await?;
                 let placed_payment = PaymentRow {
                     ordered: Some(recorded.ordered),
                     correlation_id: recorded.correlation_id,
                     ..payment.clone()
                 };
-                call = Some(self.begin(&mut tx, &placed_payment, Operation::Authorize, origin, now).await?);
+                call = Some(self.begin(tx, &placed_payment, Operation::Authorize, origin, now).await?);
             }
             (Action::RecordStockHeldUnseen, _) => {
-                if !store::insert_stock_held_unseen(&mut tx, order, origin.correlation_id, now).await? {
-                    return Err(raced(order, step));
+                if !store::insert_stock_held_unseen(tx, order, origin.correlation_id, now).await? {
+                    return Err(raced(order, &step));
                 }
             }
             (Action::Start(operation), Some(payment)) => {
-                call = Some(self.begin(&mut tx, payment, operation, origin, now).await?);
+                call = Some(self.begin(tx, payment, operation, origin, now).await?);
             }
             (Action::RememberCancel, Some(payment)) => {
                 let change = PaymentChange { cancel_requested: true, ..unchanged(payment) };
-                store::update_payment(&mut tx, payment.payment_id, &change, now).await?;
+                store::update_payment(tx, payment.payment_id, &change, now).await?;
             }
             (Action::MarkCancelled, Some(payment)) => {
                 let change = PaymentChange { status: domain::Status::Cancelled, ..unchanged(payment) };
-                store::update_payment(&mut tx, payment.payment_id, &change, now).await?;
+                store::update_payment(tx, payment.payment_id, &change, now).await?;
             }
             (Action::RecordCancelledUnseen, _) => {
-                if !store::insert_cancelled_unseen(&mut tx, order, origin.correlation_id, now).await? {
-                    return Err(raced(order, step));
+                if !store::insert_cancelled_unseen(tx, order, origin.correlation_id, now).await? {
+                    return Err(raced(order, &step));
                 }
             }
             (Action::Wait, _) => {
                 return Err(ApplyError::Wait(format!("order {order}: {:?} before its payment is ready", step.kind())));
             }
-            // Nothing to change: the transaction (and its inbox row) is
-            // dropped, which saves a commit; the event means nothing on a
-            // redelivery either, since a payment's status only moves on.
-            (Action::Nothing, _) | (_, None) => return Ok(Handled::Skipped),
+            // Nothing to change but the inbox row; the event means nothing
+            // on a redelivery either, since a payment's status only moves on.
+            (Action::Nothing, _) | (_, None) => return Ok((Handled::Skipped, None)),
         }
-        tx.commit().await?;
-        if let Some(call) = call {
-            self.dispatch(call);
-        }
-        Ok(Handled::Applied)
+        Ok((Handled::Applied, call))
     }
 }
 
 /// Another event's payment row for the order was committed while this one
 /// decided on none: the event is taken again (rolled back, inbox row and
 /// all) and then sees that row, rather than being lost.
-fn raced(order: OrderId, step: Step<'_>) -> ApplyError {
+fn raced(order: OrderId, step: &Step) -> ApplyError {
     ApplyError::Wait(format!("order {order}: {:?} raced another event recording its payment", step.kind()))
 }
 
@@ -342,7 +374,7 @@ impl Handler for OrderEvents {
     async fn handle(&self, event: Envelope<OrderEvent>, _delivery: &Delivery) -> Result<Handled, HandlerError> {
         let origin = Origin::from(&event);
         let (order, step) = match &event.data {
-            OrderEvent::Placed(placed) => (placed.order_id, Step::Placed(placed)),
+            OrderEvent::Placed(placed) => (placed.order_id, Step::Placed(Box::new(placed.clone()))),
             OrderEvent::Confirmed(confirmed) => (confirmed.order_id, Step::Confirmed),
             OrderEvent::Cancelled(cancelled) => (cancelled.order_id, Step::Cancelled),
         };

@@ -17,6 +17,11 @@
 //! For race tests, [`Simulator::hold_authorizations`] parks arriving
 //! authorizations at a gate (counted by [`Simulator::held`]) until
 //! [`Simulator::release_authorizations`].
+//!
+//! It runs inside payment's process, or as a system of its own that payment
+//! reaches over NATS ([`remote`]), as [`Placement`] says.
+
+pub mod remote;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,6 +59,30 @@ impl Default for SimulatorConfig {
 impl From<&PaymentSettings> for SimulatorConfig {
     fn from(settings: &PaymentSettings) -> Self {
         Self { latency: settings.provider_latency, late_settle: settings.sim_late_settle }
+    }
+}
+
+/// Where payment finds the simulated provider (`PAYMENT_SIMULATOR`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// `in-process` (the default): inside payment's own process, so its
+    /// records go when that process does.
+    #[default]
+    InProcess,
+    /// `remote`: in a process of its own (`emporium provider`), reached over
+    /// NATS through [`remote::RemoteSimulator`]; its records outlive payment.
+    Remote,
+}
+
+impl std::str::FromStr for Placement {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "in-process" => Ok(Placement::InProcess),
+            "remote" => Ok(Placement::Remote),
+            other => Err(format!("expected in-process or remote, got {other:?}")),
+        }
     }
 }
 
@@ -406,6 +435,13 @@ mod tests {
 
     async fn authorized(simulator: &Simulator, key: &str, method: &str) -> ProviderRef {
         simulator.authorize(key.to_owned(), token(method), eur(500)).await.unwrap()
+    }
+
+    #[test]
+    fn the_simulator_runs_in_process_or_remote_and_nowhere_else() {
+        assert_eq!("in-process".parse(), Ok(Placement::InProcess));
+        assert_eq!("remote".parse(), Ok(Placement::Remote));
+        assert!("elsewhere".parse::<Placement>().is_err());
     }
 
     #[tokio::test]

@@ -86,19 +86,7 @@ impl Connections {
 
     /// Registers probes for NATS and Redis with `readiness`.
     pub fn register_checks(&self, readiness: &Readiness) {
-        let nats = self.nats.clone();
-        readiness.register(
-            "nats",
-            Check::new(move || {
-                let state = nats.connection_state();
-                async move {
-                    match state {
-                        async_nats::connection::State::Connected => Ok(()),
-                        other => Err(format!("connection {other}")),
-                    }
-                }
-            }),
-        );
+        readiness.register("nats", nats_check(self.nats.clone()));
         let redis = self.redis.clone();
         readiness.register(
             "redis",
@@ -124,6 +112,19 @@ impl Connections {
             tracing::debug!(%error, "Redis quit at shutdown failed");
         }
     }
+}
+
+/// A readiness probe for a NATS connection: ready while connected.
+pub fn nats_check(nats: async_nats::Client) -> Check {
+    Check::new(move || {
+        let state = nats.connection_state();
+        async move {
+            match state {
+                async_nats::connection::State::Connected => Ok(()),
+                other => Err(format!("connection {other}")),
+            }
+        }
+    })
 }
 
 /// A readiness probe for one service's database.

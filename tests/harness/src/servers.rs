@@ -64,6 +64,7 @@ pub struct PostgresServer {
     user: Option<(u32, u32)>,
     port: u16,
     data: tempfile::TempDir,
+    settings: Vec<String>,
     child: Option<Child>,
 }
 
@@ -76,13 +77,19 @@ impl std::fmt::Debug for PostgresServer {
 impl PostgresServer {
     /// Creates a cluster in a temporary directory and starts it.
     pub async fn start() -> Result<Self, HarnessError> {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`PostgresServer::start`], with server settings (`name=value`) on top.
+    pub async fn start_with(settings: &[&str]) -> Result<Self, HarnessError> {
         let bin = postgres_bin_dir()?;
         let user = postgres_user()?;
         let data = tempfile::Builder::new().prefix("emporium-pg-").tempdir()?;
         if let Some((uid, gid)) = user {
             std::os::unix::fs::chown(data.path(), Some(uid), Some(gid))?;
         }
-        let mut server = Self { bin, user, port: free_port()?, data, child: None };
+        let settings = settings.iter().map(|s| (*s).to_owned()).collect();
+        let mut server = Self { bin, user, port: free_port()?, data, settings, child: None };
         let status = server
             .command("initdb")
             .args(["--auth=trust", "--username=postgres", "--encoding=UTF8", "--no-instructions", "-D"])
@@ -120,6 +127,7 @@ impl PostgresServer {
             .arg(format!("unix_socket_directories={}", socket_dir.display()))
             // Every service keeps a pool; a bench or chaos run holds a few more.
             .args(["-c", "max_connections=300", "-c", "fsync=on", "-c", "synchronous_commit=on"])
+            .args(self.settings.iter().flat_map(|setting| ["-c", setting.as_str()]))
             .stdout(quiet())
             .stderr(quiet())
             .kill_on_drop(true)

@@ -6,9 +6,15 @@
 //!   API, and the order events on NATS that tell how each checkout ended.
 //! - [`measure`]: CPU per process, Postgres commits, queued work, and the raw
 //!   Postgres limit.
+//! - [`steady`]: a steady load of checkouts that rides out outages.
+//! - [`chaos`]: a chaos scenario's run under that load, and its final check
+//!   by the whole-system invariants.
 //!
-//! The `loadgen` binary (`just bench`) puts these together.
+//! The `loadgen` binary (`just bench`) puts these together; so do the chaos
+//! scenarios in `tests/chaos.rs` (`just chaos`).
 
+pub mod chaos;
 pub mod measure;
 pub mod shop;
 pub mod stack;
+pub mod steady;

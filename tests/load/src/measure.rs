@@ -68,6 +68,41 @@ pub async fn wal_flushes(server: &PgPool) -> anyhow::Result<i64> {
     Ok(sqlx::query_scalar("SELECT wal_sync FROM pg_stat_wal").fetch_one(server).await?)
 }
 
+/// Starts counting statements afresh (needs pg_stat_statements preloaded).
+pub async fn statements_reset(server: &PgPool) -> anyhow::Result<()> {
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(server).await?;
+    sqlx::query("SELECT pg_stat_statements_reset()").execute(server).await?;
+    Ok(())
+}
+
+/// The `top` statements by total execution time since the reset, per
+/// checkout: database, calls, milliseconds, the statement's text.
+pub async fn statements(server: &PgPool, checkouts: f64, top: i64) -> anyhow::Result<Vec<String>> {
+    let rows: Vec<(String, i64, f64, String)> = sqlx::query_as(
+        "SELECT d.datname::text, s.calls, s.total_exec_time, left(regexp_replace(s.query, '\\s+', ' ', 'g'), 110)
+         FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+         ORDER BY s.total_exec_time DESC LIMIT $1",
+    )
+    .bind(top)
+    .fetch_all(server)
+    .await?;
+    let per_database: Vec<(String, i64, f64)> = sqlx::query_as(
+        "SELECT d.datname::text, sum(s.calls)::int8, sum(s.total_exec_time)
+         FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+         GROUP BY 1 ORDER BY 3 DESC",
+    )
+    .fetch_all(server)
+    .await?;
+    let line = |calls: i64, ms: f64, db: &str, query: &str| {
+        format!("{:>6.2} calls {:>7.3} ms  {:<22} {query}", calls as f64 / checkouts, ms / checkouts, db)
+    };
+    Ok(per_database
+        .iter()
+        .map(|(db, calls, ms)| line(*calls, *ms, db, "(every statement)"))
+        .chain(rows.iter().map(|(db, calls, ms, query)| line(*calls, *ms, db, query)))
+        .collect())
+}
+
 /// Work not yet done: messages pending or unacknowledged on every durable
 /// consumer, plus outbox rows not yet published, over every service.
 pub async fn backlog(jetstream: &async_nats::jetstream::Context, outboxes: &[PgPool]) -> anyhow::Result<u64> {

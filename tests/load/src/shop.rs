@@ -124,6 +124,61 @@ impl Shop {
         let order = accepted["order_id"].as_str().context("checkout without an order id")?.to_owned();
         Ok((order, sent))
     }
+
+    /// Sends a request as a client that rides out outages: again and again,
+    /// a moment apart, through connection errors, 5xx and 429, until another
+    /// answer comes or `patience` runs out. Every try carries the same
+    /// `idempotency_key`, if one is given, so each is the same request.
+    pub async fn send_through_outages(
+        &self,
+        who: &Account,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+        idempotency_key: Option<&str>,
+        patience: Duration,
+    ) -> anyhow::Result<Answer> {
+        let deadline = Instant::now() + patience;
+        let mut retries = 0;
+        loop {
+            let mut request = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .bearer_auth(&who.token)
+                .timeout(TRY_TIMEOUT)
+                .json(body);
+            if let Some(key) = idempotency_key {
+                request = request.header("idempotency-key", key);
+            }
+            let last = match request.send().await {
+                Ok(response) if !(response.status().is_server_error() || response.status() == 429) => {
+                    let status = response.status().as_u16();
+                    return Ok(Answer { status, body: response.text().await.unwrap_or_default(), retries });
+                }
+                Ok(response) => format!("{} {}", response.status(), response.text().await.unwrap_or_default()),
+                Err(error) => error.to_string(),
+            };
+            if Instant::now() >= deadline {
+                bail!("{path}: no answer but outages within {patience:?} ({retries} retries); the last: {last}");
+            }
+            retries += 1;
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+}
+
+/// How long a client riding out an outage waits between tries.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How long it waits for one try's answer (the gateway gives up on its services sooner).
+const TRY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The answer a client riding out outages got in the end.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    /// Tries before it that met a connection error, a 5xx or a 429.
+    pub retries: u32,
 }
 
 /// How a checkout ended, and when it was heard.

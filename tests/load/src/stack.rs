@@ -3,8 +3,10 @@
 //!
 //! The services run either all in one process (as `just up` runs them) or
 //! one process per service, so that one can be killed and restarted while the
-//! others go on. Each process gets its own ops address, and is ready when its
-//! `/readyz` answers 200.
+//! others go on; then the simulated payment provider runs in a process of its
+//! own too (`emporium provider`), as another system would, so its records
+//! outlive payment's. Each process gets its own ops address, and is ready when
+//! its `/readyz` answers 200.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,14 +27,17 @@ pub const SERVICES: [&str; 9] =
 pub enum Layout {
     /// `emporium run all`: one process, named `all`.
     OneProcess,
-    /// `emporium run <service>` for each service, each named after its service.
+    /// `emporium run <service>` for each service, each named after its
+    /// service, and `emporium provider`, named `provider`, which payment
+    /// calls over NATS.
     ProcessPerService,
 }
 
 /// One running `emporium` process.
 #[derive(Debug)]
 struct Process {
-    services: Vec<&'static str>,
+    /// The `emporium` subcommand and its arguments.
+    args: Vec<&'static str>,
     ops_port: u16,
     child: Option<Child>,
 }
@@ -65,7 +70,17 @@ impl ProcessStack {
     /// the services as `layout` says, with `env` on top of the stack's own
     /// settings; returns once every process is ready.
     pub async fn start(binary: &Path, layout: Layout, env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let postgres = PostgresServer::start().await.context("starting a private Postgres")?;
+        Self::start_with(binary, layout, env, &[]).await
+    }
+
+    /// Like [`ProcessStack::start`], with Postgres server settings (`name=value`) on top.
+    pub async fn start_with(
+        binary: &Path,
+        layout: Layout,
+        env: &[(&str, &str)],
+        postgres_settings: &[&str],
+    ) -> anyhow::Result<Self> {
+        let postgres = PostgresServer::start_with(postgres_settings).await.context("starting a private Postgres")?;
         let nats = NatsServer::start().await.context("starting a private NATS")?;
         let redis = RedisServer::start().await.context("starting a private Redis")?;
         let logs = tempfile::Builder::new().prefix("emporium-stack-").tempdir()?;
@@ -82,12 +97,20 @@ impl ProcessStack {
         ];
         base.extend(env.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())));
         let groups: Vec<(String, Vec<&'static str>)> = match layout {
-            Layout::OneProcess => vec![("all".to_owned(), SERVICES.to_vec())],
-            Layout::ProcessPerService => SERVICES.iter().map(|s| ((*s).to_owned(), vec![*s])).collect(),
+            Layout::OneProcess => vec![("all".to_owned(), [&["run"][..], &SERVICES].concat())],
+            Layout::ProcessPerService => {
+                // Before the caller's settings, which win.
+                base.insert(0, ("PAYMENT_SIMULATOR".to_owned(), "remote".to_owned()));
+                SERVICES
+                    .iter()
+                    .map(|s| ((*s).to_owned(), vec!["run", *s]))
+                    .chain([("provider".to_owned(), vec!["provider"])])
+                    .collect()
+            }
         };
         let mut processes = BTreeMap::new();
-        for (name, services) in groups {
-            processes.insert(name, Process { services, ops_port: free_port()?, child: None });
+        for (name, args) in groups {
+            processes.insert(name, Process { args, ops_port: free_port()?, child: None });
         }
         let mut stack = Self {
             postgres,
@@ -141,8 +164,7 @@ impl ProcessStack {
         let process = self.processes.get(name).with_context(|| format!("no process {name}"))?;
         let mut command = self.command();
         command
-            .arg("run")
-            .args(&process.services)
+            .args(&process.args)
             .env("OPS_ADDR", format!("127.0.0.1:{}", process.ops_port))
             .stderr(log.try_clone()?)
             .stdout(log)
@@ -183,7 +205,7 @@ impl ProcessStack {
         format!("http://127.0.0.1:{}", self.gateway_port)
     }
 
-    /// The names of the processes (`all`, or one per service).
+    /// The names of the processes (`all`, or one per service and `provider`).
     pub fn processes(&self) -> Vec<String> {
         self.processes.keys().cloned().collect()
     }
@@ -195,7 +217,10 @@ impl ProcessStack {
 
     /// A service's own database URL on the private server.
     pub fn database_url(&self, service: &str) -> String {
-        self.postgres.url().replace("/postgres", &format!("/emporium_{service}"))
+        // The path is the database: only the last `/postgres` (the user is `postgres` too).
+        let url = self.postgres.url();
+        let server = url.rsplit_once('/').map_or(url.as_str(), |(server, _)| server);
+        format!("{server}/emporium_{service}")
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
@@ -226,6 +251,12 @@ impl ProcessStack {
             }
         }
         Ok(())
+    }
+
+    /// Ends the stack (its processes killed, its servers stopped) but keeps
+    /// the processes' logs; returns where they are.
+    pub fn keep_logs(self) -> anyhow::Result<PathBuf> {
+        Ok(self.logs.keep())
     }
 
     /// Runs an operator command (`emporium <args>`) against this stack.

@@ -22,6 +22,7 @@ use emporium_payment::domain::{Operation, Status};
 use emporium_payment::ledger::{self, Mismatch};
 use emporium_payment::provider::{ProviderRecord, ProviderRef, RecordState};
 use emporium_payment::simulator::Simulator;
+use emporium_payment::simulator::remote::RemoteSimulator;
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use sqlx::{PgPool, Row};
@@ -70,6 +71,15 @@ pub trait ProviderRecords: Send + Sync + fmt::Debug {
 impl ProviderRecords for Simulator {
     fn records(&self) -> BoxFuture<'_, Result<Vec<ProviderRecord>, CheckError>> {
         Box::pin(async move { Ok(Simulator::records(self)) })
+    }
+}
+
+/// The simulator in a process of its own sends its records over NATS.
+impl ProviderRecords for RemoteSimulator {
+    fn records(&self) -> BoxFuture<'_, Result<Vec<ProviderRecord>, CheckError>> {
+        Box::pin(async move {
+            RemoteSimulator::records(self).await.map_err(|error| CheckError::Provider(error.to_string()))
+        })
     }
 }
 

@@ -64,6 +64,10 @@ struct Args {
     /// Length of the open-loop phase.
     #[arg(long, default_value_t = 20)]
     open_loop_secs: u64,
+    /// Also print where Postgres spends its time in the saturation phase
+    /// (pg_stat_statements: the top statements by total time).
+    #[arg(long)]
+    profile: bool,
 }
 
 /// How long any one checkout may take before the run is called broken.
@@ -213,7 +217,12 @@ async fn main() -> anyhow::Result<()> {
     let latency = args.provider_latency_ms.to_string();
     let unlimited = u32::MAX.to_string();
     eprintln!("loadgen: starting the stack ({})", args.emporium.display());
-    let mut stack = ProcessStack::start(
+    let postgres_settings: &[&str] = if args.profile {
+        &["shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track=all"]
+    } else {
+        &[]
+    };
+    let mut stack = ProcessStack::start_with(
         &args.emporium,
         Layout::OneProcess,
         &[
@@ -223,6 +232,7 @@ async fn main() -> anyhow::Result<()> {
             ("GATEWAY_RATE_LIMIT_PER_USER", &unlimited),
             ("GATEWAY_RATE_LIMIT_AUTH_PER_IP", &unlimited),
         ],
+        postgres_settings,
     )
     .await?;
 
@@ -246,6 +256,9 @@ async fn main() -> anyhow::Result<()> {
     // 1. Saturation, after a warm-up.
     let saturating = &customers[..args.customers];
     closed_loop(&checkouts, saturating, Instant::now() + Duration::from_secs(3)).await?;
+    if args.profile {
+        measure::statements_reset(&server).await?;
+    }
     let (commits_before, wal_before, cpu_before) =
         (measure::commits(&server).await?, measure::wal_flushes(&server).await?, cpu(&stack));
     let started = Instant::now();
@@ -256,6 +269,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let (commits_after, wal_after) = (measure::commits(&server).await?, measure::wal_flushes(&server).await?);
     let checkouts_done = (saturation.confirmed.len() as u64 + saturation.cancelled) as f64;
+    let statements = if args.profile { measure::statements(&server, checkouts_done, 25).await? } else { Vec::new() };
 
     let jetstream = async_nats::jetstream::new(nats.clone());
     let mut outboxes = Vec::new();
@@ -322,5 +336,8 @@ async fn main() -> anyhow::Result<()> {
         None => println!("bench: lag_to_zero_after_load = not within 60 s"),
     }
     println!("bench: raw_postgres_two_insert_tx_per_sec (32 clients, fsync on) = {raw:.0} tx/s");
+    for line in statements {
+        println!("profile: {line}");
+    }
     Ok(())
 }
