@@ -37,6 +37,19 @@ pub enum BatchError<E> {
     Stopped,
 }
 
+impl<E: From<sqlx::Error>> BatchError<E> {
+    /// One error of the unit's own type: its own failure, or the batch's as a
+    /// database error (a stopped writer reads as a closed pool: the caller is
+    /// shutting down, and its event is taken again after the restart).
+    pub fn into_unit_error(self) -> E {
+        match self {
+            BatchError::Unit(error) => error,
+            BatchError::Database(error) => error.into(),
+            BatchError::Stopped => sqlx::Error::PoolClosed.into(),
+        }
+    }
+}
+
 /// What a batched unit hands back once it ran: whether to keep its writes,
 /// and how to tell its caller once the batch's fate is known.
 type Deliver = Box<dyn FnOnce(Result<(), Arc<sqlx::Error>>) + Send>;

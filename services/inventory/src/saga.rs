@@ -59,17 +59,6 @@ impl From<sqlx::Error> for ApplyError {
     }
 }
 
-impl From<BatchError<ApplyError>> for ApplyError {
-    fn from(error: BatchError<ApplyError>) -> Self {
-        match error {
-            BatchError::Unit(error) => error,
-            BatchError::Database(error) => error.into(),
-            // Shutting down: the event is taken again after the restart.
-            BatchError::Stopped => sqlx::Error::PoolClosed.into(),
-        }
-    }
-}
-
 impl From<ApplyError> for HandlerError {
     fn from(error: ApplyError) -> Self {
         match &error {
@@ -243,7 +232,8 @@ impl Inventory {
                     Ok(!events.is_empty())
                 })
             })
-            .await?;
+            .await
+            .map_err(BatchError::into_unit_error)?;
         if !wrote {
             return Ok(Handled::Skipped);
         }

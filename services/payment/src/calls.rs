@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use emporium_nats::OutgoingEvent;
+use emporium_nats::{BatchError, OutgoingEvent};
 use emporium_schemas::events::payment::{
     PaymentAuthorized, PaymentCaptureFailed, PaymentCaptured, PaymentFailed, PaymentRefunded, PaymentVoided,
 };
@@ -159,7 +159,8 @@ impl Payments {
     async fn settle(self: &Arc<Self>, attempt: &Attempt, answer: Answer) -> Result<Option<Attempt>, ApplyError> {
         let (this, attempt) = (self.clone(), attempt.clone());
         let settled =
-            self.writer.run(move |tx| Box::pin(async move { this.settle_in(tx, &attempt, answer).await })).await?;
+            self.writer.run(move |tx| Box::pin(async move { this.settle_in(tx, &attempt, answer).await })).await;
+        let settled = settled.map_err(BatchError::into_unit_error)?;
         if settled.wrote_events {
             self.outbox.wake();
         }

@@ -119,17 +119,6 @@ impl From<sqlx::Error> for ApplyError {
     }
 }
 
-impl From<BatchError<ApplyError>> for ApplyError {
-    fn from(error: BatchError<ApplyError>) -> Self {
-        match error {
-            BatchError::Unit(error) => error,
-            BatchError::Database(error) => error.into(),
-            // Shutting down: the event is taken again after the restart.
-            BatchError::Stopped => sqlx::Error::PoolClosed.into(),
-        }
-    }
-}
-
 impl From<ApplyError> for HandlerError {
     fn from(error: ApplyError) -> Self {
         match &error {
@@ -254,7 +243,8 @@ impl Payments {
         let (handled, call) = self
             .writer
             .run(move |tx| Box::pin(async move { this.apply_in(tx, consumer, event, order, step, origin).await }))
-            .await?;
+            .await
+            .map_err(BatchError::into_unit_error)?;
         if let Some(call) = call {
             self.dispatch(call);
         }
