@@ -10,6 +10,12 @@
 //! is committed, as the consumer loop requires. Batches grow with load and
 //! are one unit when idle.
 //!
+//! A unit hands back, with its result, the events it announces. The writer
+//! appends the kept units' events to the outbox in one statement just before
+//! the commit, and wakes the service's relay once the commit is durable.
+//! [`BatchWriter::apply_once`] is how a consumed event is applied: its inbox
+//! row and its work in one unit, the work skipped for an event applied before.
+//!
 //! The units run one after another on the writer's connection, so units of
 //! one batch never wait on each other's locks; they hold their locks until
 //! the batch commits, a few milliseconds longer than alone.
@@ -19,10 +25,15 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use emporium_schemas::MessageId;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::inbox;
+use crate::outbox::{self, OutboxSignal};
+use crate::publisher::OutgoingEvent;
 
 /// A unit's own failure, or the batch's.
 #[derive(Debug, thiserror::Error)]
@@ -50,13 +61,14 @@ impl<E: From<sqlx::Error>> BatchError<E> {
     }
 }
 
-/// What a batched unit hands back once it ran: whether to keep its writes,
-/// and how to tell its caller once the batch's fate is known.
+/// How a unit's caller is told once the batch's fate is known.
 type Deliver = Box<dyn FnOnce(Result<(), Arc<sqlx::Error>>) + Send>;
+/// What a unit hands back once it ran: the events to append if its writes
+/// are to be kept (`None`: undo them), and how to tell its caller.
+type Ran = (Option<Vec<OutgoingEvent>>, Deliver);
 /// A unit runs on the batch's connection, or, when no transaction could be
 /// begun, is handed the error and answers its caller without running.
-type Unit =
-    Box<dyn for<'c> FnOnce(Result<&'c mut PgConnection, Arc<sqlx::Error>>) -> BoxFuture<'c, (bool, Deliver)> + Send>;
+type Unit = Box<dyn for<'c> FnOnce(Result<&'c mut PgConnection, Arc<sqlx::Error>>) -> BoxFuture<'c, Ran> + Send>;
 
 /// Counters for benchmarks and logs.
 #[derive(Debug, Default)]
@@ -77,20 +89,21 @@ pub struct BatchWriter {
 const MAX_BATCH: usize = 256;
 
 impl BatchWriter {
-    /// Starts a writer on `pool` (it holds one connection while it writes).
-    pub fn start(pool: PgPool) -> Self {
+    /// Starts a writer on `pool` (it holds one connection while it writes);
+    /// `outbox` is woken after every commit that appended events.
+    pub fn start(pool: PgPool, outbox: OutboxSignal) -> Self {
         let (sender, receiver) = mpsc::channel(4 * MAX_BATCH);
         let stats = Arc::new(BatchStats::default());
-        tokio::spawn(run(pool, receiver, stats.clone()));
+        tokio::spawn(run(pool, outbox, receiver, stats.clone()));
         Self { sender, stats }
     }
 
     /// Runs `work` in the writer's next transaction and returns its result
-    /// once that transaction has committed. `Err` from `work` undoes its
-    /// writes alone.
+    /// once that transaction has committed, with the events `work` announced
+    /// in the outbox. `Err` from `work` undoes its writes alone.
     pub async fn run<T, E, F>(&self, work: F) -> Result<T, BatchError<E>>
     where
-        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<(T, Vec<OutgoingEvent>), E>> + Send + 'static,
         T: Send + 'static,
         E: Send + 'static,
     {
@@ -102,10 +115,13 @@ impl BatchWriter {
                     Err(error) => {
                         let _ = reply.send(Err(BatchError::Database(shared_error(&error))));
                         let nothing_more: Deliver = Box::new(|_| {});
-                        return (false, nothing_more);
+                        return (None, nothing_more);
                     }
                 };
-                let keep = outcome.is_ok();
+                let (outcome, kept) = match outcome {
+                    Ok((value, events)) => (Ok(value), Some(events)),
+                    Err(error) => (Err(error), None),
+                };
                 let deliver: Deliver = Box::new(move |committed| {
                     let result = match (outcome, committed) {
                         (Ok(value), Ok(())) => Ok(value),
@@ -115,11 +131,36 @@ impl BatchWriter {
                     // The caller may have stopped waiting; the outcome stands regardless.
                     let _ = reply.send(result);
                 });
-                (keep, deliver)
+                (kept, deliver)
             })
         });
         self.sender.send(unit).await.map_err(|_| BatchError::Stopped)?;
         answer.await.unwrap_or(Err(BatchError::Stopped))
+    }
+
+    /// Applies `event` once for `consumer`: records its inbox row and runs
+    /// `work` in the writer's next transaction, like [`run`](Self::run).
+    /// `Ok(None)`: the event was applied before (a redelivery, a replay) and
+    /// `work` did not run. The batch's own failure comes back as a database
+    /// error of the unit's type ([`BatchError::into_unit_error`]), which the
+    /// caller retries like any other.
+    pub async fn apply_once<T, E, F>(&self, consumer: &'static str, event: MessageId, work: F) -> Result<Option<T>, E>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<(T, Vec<OutgoingEvent>), E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<sqlx::Error> + Send + 'static,
+    {
+        self.run(move |tx| {
+            Box::pin(async move {
+                if !inbox::record(&mut *tx, consumer, event).await? {
+                    return Ok((None, Vec::new()));
+                }
+                let (value, events) = work(tx).await?;
+                Ok((Some(value), events))
+            })
+        })
+        .await
+        .map_err(BatchError::into_unit_error)
     }
 
     pub fn stats(&self) -> &BatchStats {
@@ -132,7 +173,7 @@ fn shared_error(error: &sqlx::Error) -> sqlx::Error {
     sqlx::Error::Protocol(format!("batch: {error}"))
 }
 
-async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Unit>, stats: Arc<BatchStats>) {
+async fn run(pool: PgPool, outbox: OutboxSignal, mut receiver: mpsc::Receiver<Unit>, stats: Arc<BatchStats>) {
     let mut queued: VecDeque<Unit> = VecDeque::with_capacity(MAX_BATCH);
     while let Some(first) = receiver.recv().await {
         queued.push_back(first);
@@ -145,7 +186,7 @@ async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Unit>, stats: Arc<BatchS
         // A batch that fails part-way leaves its untouched units queued for the next.
         while !queued.is_empty() {
             stats.transactions.fetch_add(1, Ordering::Relaxed);
-            let ran = write(&pool, &mut queued).await;
+            let ran = write(&pool, &outbox, &mut queued).await;
             stats.units.fetch_add(ran as u64, Ordering::Relaxed);
         }
     }
@@ -157,8 +198,9 @@ async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Unit>, stats: Arc<BatchS
 ///
 /// The savepoint between two units is one round trip ("RELEASE; SAVEPOINT"),
 /// so a batch of n units costs n + 1 round trips besides the units' own
-/// statements, where n transactions would cost 2n.
-async fn write(pool: &PgPool, queued: &mut VecDeque<Unit>) -> usize {
+/// statements and the one that appends their events, where n transactions
+/// would cost 2n.
+async fn write(pool: &PgPool, signal: &OutboxSignal, queued: &mut VecDeque<Unit>) -> usize {
     let mut connection = match pool.acquire().await {
         Ok(connection) => connection,
         Err(error) => return abandon(queued, error).await,
@@ -171,15 +213,19 @@ async fn write(pool: &PgPool, queued: &mut VecDeque<Unit>) -> usize {
         return abandon(queued, error).await;
     }
     let mut delivered: Vec<Deliver> = Vec::new();
+    // The kept units' events, in unit order: each key's events keep their order.
+    let mut announced: Vec<OutgoingEvent> = Vec::new();
     let outcome = async {
         while let Some(unit) = queued.pop_front() {
             // A unit that panics is undone like one that failed; its caller, never
             // answered, hears that the writer stopped and retries.
-            let (keep, deliver) = match AssertUnwindSafe(unit(Ok(&mut *connection))).catch_unwind().await {
+            let (kept, deliver) = match AssertUnwindSafe(unit(Ok(&mut *connection))).catch_unwind().await {
                 Ok(ran) => ran,
-                Err(_) => (false, Box::new(|_| {}) as Deliver),
+                Err(_) => (None, Box::new(|_| {}) as Deliver),
             };
             delivered.push(deliver);
+            let keep = kept.is_some();
+            announced.extend(kept.into_iter().flatten());
             let more = !queued.is_empty();
             let between = match (keep, alone, more) {
                 (false, true, _) => Some("ROLLBACK"),
@@ -195,6 +241,7 @@ async fn write(pool: &PgPool, queued: &mut VecDeque<Unit>) -> usize {
                 return Ok(());
             }
         }
+        outbox::append(&mut connection, &announced).await?;
         sqlx::raw_sql("COMMIT").execute(&mut *connection).await?;
         Ok::<_, sqlx::Error>(())
     }
@@ -205,8 +252,12 @@ async fn write(pool: &PgPool, queued: &mut VecDeque<Unit>) -> usize {
     }
     let ran = delivered.len();
     let committed = outcome.map_err(Arc::new);
-    if let Err(error) = &committed {
-        tracing::warn!(%error, units = ran, "a batch transaction failed; its units will be retried by their callers");
+    match &committed {
+        Ok(()) if !announced.is_empty() => signal.wake(),
+        Ok(()) => {}
+        Err(error) => {
+            tracing::warn!(%error, units = ran, "a batch transaction failed; its units will be retried by their callers");
+        }
     }
     for deliver in delivered {
         deliver(committed.clone());

@@ -123,6 +123,25 @@ pub enum HandlerError {
     Reject(String),
 }
 
+/// A handler's own error, told apart as the consumer loop needs: worth
+/// trying again, or dead-lettered now. An error that says which converts
+/// into a [`HandlerError`], so a handler returns it with `?`.
+pub trait Retryable: std::fmt::Display {
+    /// Whether the event may apply later: a store or peer was unavailable,
+    /// or an earlier event is still to come.
+    fn is_retryable(&self) -> bool;
+}
+
+impl<E: Retryable> From<E> for HandlerError {
+    fn from(error: E) -> Self {
+        if error.is_retryable() {
+            HandlerError::Retry(error.to_string())
+        } else {
+            HandlerError::Reject(error.to_string())
+        }
+    }
+}
+
 /// Where a delivery came from.
 #[derive(Debug, Clone)]
 pub struct Delivery {

@@ -36,7 +36,9 @@ pub mod topology;
 
 pub use batch::{BatchError, BatchWriter};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
-pub use consumer::{ConsumerLoop, Delivery, EventSet, Freshness, Handled, Handler, HandlerError, LoopConfig};
+pub use consumer::{
+    ConsumerLoop, Delivery, EventSet, Freshness, Handled, Handler, HandlerError, LoopConfig, Retryable,
+};
 pub use lease::{Acquire, Lease, LeaseError, Leases};
 pub use outbox::{OutboxRelay, OutboxSignal, RelayConfig};
 pub use provision::{ProvisionError, provision};

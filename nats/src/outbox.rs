@@ -86,7 +86,8 @@ impl OutboxSignal {
         self.0.notify_one();
     }
 
-    async fn woken(&self) {
+    /// Waits for a wake; one made since the last wait counts.
+    pub async fn woken(&self) {
         self.0.notified().await;
     }
 }

@@ -1,13 +1,19 @@
 //! The batch writer against a real Postgres: concurrent units share one
-//! commit, a failing unit is undone alone, and no caller hears success
-//! before its writes are durable.
+//! commit, a failing unit is undone alone, no caller hears success before
+//! its writes are durable, and a consumed event is applied once with its
+//! events in the outbox.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use emporium_nats::{BatchError, BatchWriter};
+use std::time::Duration;
+
+use emporium_nats::{BatchError, BatchWriter, OutboxSignal, OutgoingEvent};
+use emporium_schemas::{EntityKey, MessageId};
 use emporium_test_harness::TestDatabase;
+use emporium_test_harness::events::order_shipped;
 use futures::future::join_all;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 async fn table(db: &TestDatabase) -> &PgPool {
     let pool = db.pool();
@@ -37,7 +43,7 @@ async fn note(writer: &BatchWriter, id: i32, fail: bool) -> Result<i32, BatchErr
                     // A duplicate key: the unit's own statement fails inside its savepoint.
                     sqlx::query("INSERT INTO notes (id, body) VALUES ($1, 'twice')").bind(id).execute(&mut *tx).await?;
                 }
-                Ok(id)
+                Ok((id, Vec::new()))
             })
         })
         .await
@@ -47,7 +53,7 @@ async fn note(writer: &BatchWriter, id: i32, fail: bool) -> Result<i32, BatchErr
 async fn concurrent_units_commit_together_and_a_failing_unit_is_undone_alone() {
     let db = TestDatabase::create().await.unwrap();
     let pool = table(&db).await;
-    let writer = BatchWriter::start(pool.clone());
+    let writer = BatchWriter::start(pool.clone(), OutboxSignal::default());
 
     // Given two hundred units at once, every seventh failing half-way,
     let results = join_all((0..200).map(|id| note(&writer, id, id % 7 == 0))).await;
@@ -71,7 +77,7 @@ async fn concurrent_units_commit_together_and_a_failing_unit_is_undone_alone() {
 async fn a_unit_alone_commits_once_and_its_failure_leaves_nothing() {
     let db = TestDatabase::create().await.unwrap();
     let pool = table(&db).await;
-    let writer = BatchWriter::start(pool.clone());
+    let writer = BatchWriter::start(pool.clone(), OutboxSignal::default());
 
     let before = commits(pool).await;
     assert_eq!(note(&writer, 1, false).await.unwrap(), 1);
@@ -85,9 +91,66 @@ async fn a_unit_alone_commits_once_and_its_failure_leaves_nothing() {
 async fn callers_hear_the_database_error_when_no_transaction_can_begin() {
     let db = TestDatabase::create().await.unwrap();
     let pool = table(&db).await;
-    let writer = BatchWriter::start(pool.clone());
+    let writer = BatchWriter::start(pool.clone(), OutboxSignal::default());
     pool.close().await;
 
     let results = join_all((0..5).map(|id| note(&writer, id, false))).await;
     assert!(results.iter().all(|r| matches!(r, Err(BatchError::Database(_)))), "{results:?}");
+}
+
+/// Applies `event` for the "notes" consumer: writes note `id` and announces `announce`, or fails if `fail`.
+async fn apply_note(
+    writer: &BatchWriter,
+    event: MessageId,
+    id: i32,
+    announce: Vec<OutgoingEvent>,
+    fail: bool,
+) -> Result<Option<i32>, sqlx::Error> {
+    writer
+        .apply_once("notes", event, move |tx| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO notes (id, body) VALUES ($1, 'kept')").bind(id).execute(&mut *tx).await?;
+                if fail {
+                    sqlx::query("INSERT INTO notes (id, body) VALUES ($1, 'twice')").bind(id).execute(&mut *tx).await?;
+                }
+                Ok((id, announce))
+            })
+        })
+        .await
+}
+
+async fn outbox_ids(pool: &PgPool) -> Vec<Uuid> {
+    sqlx::query_scalar("SELECT id FROM outbox ORDER BY position").fetch_all(pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_consumed_event_is_applied_once_with_its_events_and_the_relay_is_woken_after_the_commit() {
+    let db = TestDatabase::create().await.unwrap();
+    let pool = table(&db).await;
+    emporium_nats::outbox::migrate(pool).await.unwrap();
+    let signal = OutboxSignal::default();
+    let writer = BatchWriter::start(pool.clone(), signal.clone());
+    let key = EntityKey::from(Uuid::now_v7());
+    let shipped = OutgoingEvent::encode(&order_shipped(&key, 1)).unwrap();
+    let (event, failing) = (MessageId::new_v7(), MessageId::new_v7());
+
+    // Given an event applied, its copy, and another event whose work fails, all at once,
+    let (first, again, failed) = tokio::join!(
+        apply_note(&writer, event, 1, vec![shipped.clone()], false),
+        apply_note(&writer, event, 2, vec![shipped.clone()], false),
+        apply_note(&writer, failing, 3, vec![shipped.clone()], true),
+    );
+
+    // then the event's work ran once and its copy's not at all,
+    assert_eq!(first.unwrap(), Some(1));
+    assert_eq!(again.unwrap(), None, "a copy of an applied event is skipped");
+    assert!(failed.is_err());
+    assert_eq!(ids(pool).await, vec![1]);
+    // only the kept unit's events are in the outbox, and the relay was woken.
+    assert_eq!(outbox_ids(pool).await, vec![*shipped.id.as_uuid()]);
+    let woken = tokio::time::timeout(Duration::from_secs(5), signal.woken()).await;
+    assert!(woken.is_ok(), "the relay was never woken");
+    // The failed event left no inbox row: its redelivery runs its work.
+    assert_eq!(apply_note(&writer, failing, 3, Vec::new(), false).await.unwrap(), Some(3));
+    assert_eq!(ids(pool).await, vec![1, 3]);
 }

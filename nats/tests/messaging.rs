@@ -28,6 +28,8 @@ use uuid::Uuid;
 
 const PARTITIONS: u16 = 4;
 const SERVICE: &str = "probe";
+/// The test service's interest in `order` events, which every test publishes.
+const ORDERS: Subscription = Subscription { service: SERVICE, context: "order" };
 
 /// Servers, provisioned streams and a migrated database for one test.
 struct Fixture {
@@ -45,7 +47,7 @@ impl Fixture {
     async fn with_topology(adjust: impl FnOnce(&mut Topology)) -> Self {
         let nats = TestNats::start().await.unwrap();
         let js = jetstream::new(nats.client().clone());
-        let mut topology = Topology::new(PARTITIONS, vec![Subscription { service: SERVICE, context: "order" }]);
+        let mut topology = Topology::new(PARTITIONS, vec![ORDERS]);
         adjust(&mut topology);
         provision(&js, &topology).await.unwrap();
         let db = TestDatabase::create().await.unwrap();
@@ -76,13 +78,12 @@ impl Fixture {
         config: &LoopConfig,
         stop: &CancellationToken,
     ) -> Vec<Arc<LoopStats>> {
-        let subscription = Subscription { service: SERVICE, context: "order" };
         Partition::all(PARTITIONS)
             .map(|partition| {
                 let consumer = ConsumerLoop::new(
                     self.js.clone(),
                     event_stream("order"),
-                    subscription.durable_name(partition),
+                    ORDERS.durable_name(partition),
                     handler.clone(),
                     config.clone(),
                 );
@@ -96,6 +97,16 @@ impl Fixture {
     async fn stream_messages(&self) -> u64 {
         let mut stream = self.js.get_stream(event_stream("order")).await.unwrap();
         stream.info().await.unwrap().state.messages
+    }
+}
+
+/// A loop that gives each event three quick attempts before dead-lettering it.
+fn three_quick_attempts() -> LoopConfig {
+    LoopConfig {
+        max_attempts: 3,
+        backoff: Duration::from_millis(20),
+        expires: Duration::from_secs(1),
+        ..Default::default()
     }
 }
 
@@ -282,13 +293,7 @@ async fn a_poison_message_reaches_the_dlq_after_its_last_attempt_and_can_be_repl
     let handler =
         Arc::new(Poisoned { poison: Mutex::default(), mended: AtomicBool::new(false), applied: Mutex::default() });
     let stop = CancellationToken::new();
-    let config = LoopConfig {
-        max_attempts: 3,
-        backoff: Duration::from_millis(20),
-        expires: Duration::from_secs(1),
-        ..Default::default()
-    };
-    let stats = fx.consume(&handler, &config, &stop);
+    let stats = fx.consume(&handler, &three_quick_attempts(), &stop);
 
     let key = EntityKey::from(Uuid::now_v7());
     let poison = shipped(&key, 1);
@@ -307,16 +312,13 @@ async fn a_poison_message_reaches_the_dlq_after_its_last_attempt_and_can_be_repl
     let gave_up = letters.iter().find(|l| l.reason.starts_with("gave up")).expect("the poison message");
     assert_eq!(gave_up.attempts, 3);
     assert_eq!(gave_up.subject, poison.subject(PARTITIONS));
-    assert_eq!(
-        gave_up.consumer,
-        Subscription { service: SERVICE, context: "order" }.durable_name(Partition::of(&key, PARTITIONS))
-    );
+    let durable = ORDERS.durable_name(Partition::of(&key, PARTITIONS));
+    assert_eq!(gave_up.consumer, durable);
     assert_eq!(gave_up.headers.get(dlq::MESSAGE_ID).unwrap().as_str(), poison.message_id());
     let garbage = letters.iter().find(|l| l.reason.starts_with("undecodable")).expect("the garbage");
     assert_eq!(garbage.attempts, 1);
 
     // TERMed: the server will not deliver it again.
-    let durable = Subscription { service: SERVICE, context: "order" }.durable_name(Partition::of(&key, PARTITIONS));
     let mut consumer: PullConsumer =
         fx.js.get_stream(event_stream("order")).await.unwrap().get_consumer(&durable).await.unwrap();
     assert_eq!(consumer.info().await.unwrap().num_ack_pending, 0);
@@ -355,13 +357,7 @@ async fn malformed_events_are_dead_lettered_at_once_a_panic_after_its_attempts_a
     let fx = Fixture::start().await;
     let handler = Arc::new(Brittle::default());
     let stop = CancellationToken::new();
-    let config = LoopConfig {
-        max_attempts: 3,
-        backoff: Duration::from_millis(20),
-        expires: Duration::from_secs(1),
-        ..Default::default()
-    };
-    let stats = fx.consume(&handler, &config, &stop);
+    let stats = fx.consume(&handler, &three_quick_attempts(), &stop);
     let publish = |subject: String, payload: Vec<u8>| async {
         fx.js.publish(subject, payload.into()).await.unwrap().await.unwrap();
     };

@@ -89,16 +89,16 @@ pub async fn run(settings: CatalogSettings, deps: Dependencies, stop: Cancellati
         ServiceRuntime::start(SERVICE, &deps.pool, &deps.nats, deps.partitions, &clock, &outbox, stop).await?;
     let (writer, writer_task) = GroupCommit::start(deps.pool.clone(), outbox.clone(), WriterConfig::default());
 
-    runtime.consume(STOCK, StockProjection { writer, cache: cache.clone(), nats: deps.nats.clone() });
-    runtime.consume(ORDERS, DeliveredOrders { pool: deps.pool.clone() });
+    runtime.consume(STOCK, StockProjection { writer: writer.clone(), cache: cache.clone(), nats: deps.nats.clone() });
+    runtime.consume(ORDERS, DeliveredOrders { writer });
     let (nats, invalidated) = (deps.nats.clone(), cache.clone());
     runtime.spawn("cache invalidation", |stop| async move {
         if let Err(error) = projection::invalidate_on_changes(nats, invalidated, stop).await {
             tracing::error!(%error, "cache invalidation stopped");
         }
     });
-    // The writer commits what is queued once the stock projection, its only
-    // user, has stopped; those commits' events are then relayed.
+    // The writer commits what is queued once the projections, its only
+    // users, have stopped; those commits' events are then relayed.
     runtime.on_drain(async move {
         if let Err(error) = writer_task.await {
             tracing::error!(%error, "the group-commit writer failed");

@@ -5,19 +5,18 @@
 
 use std::sync::Arc;
 
-use emporium_actors::{Commit, CommitError, GroupCommit};
+use emporium_actors::{Commit, CommitError, GroupCommit, InboxEntry};
 use emporium_nats::{Delivery, Handled, Handler, HandlerError};
 use emporium_schemas::Envelope;
 use emporium_schemas::events::inventory::StockChanged;
 use emporium_schemas::events::order::OrderDelivered;
 use emporium_schemas::values::ProductId;
 use futures::StreamExt;
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::cache::ProductCache;
-use crate::store::{self, StockUpdate};
+use crate::store::{Purchases, StockUpdate};
 
 /// Core NATS subject on which an instance tells the others that it changed
 /// a product's read model (`<prefix>.<product id>`). Product changes of its
@@ -59,30 +58,32 @@ impl Handler for StockProjection {
 pub const PURCHASES_CONSUMER: &str = "catalog-order";
 
 /// Learns from `order.delivered` who received which products: the verified
-/// purchases a review needs. The rows and the inbox entry commit together,
-/// so a redelivered event adds nothing; the event is the order's last, so
-/// there is no `seq` to compare.
+/// purchases a review needs. The rows and the inbox entry commit together
+/// through the group-commit writer, so a redelivered event adds nothing; the
+/// event is the order's last, so there is no `seq` to compare.
 #[derive(Debug)]
 pub struct DeliveredOrders {
-    pub pool: PgPool,
+    pub writer: GroupCommit,
 }
 
 impl Handler for DeliveredOrders {
     type Event = OrderDelivered;
 
     async fn handle(&self, event: Envelope<OrderDelivered>, _delivery: &Delivery) -> Result<Handled, HandlerError> {
-        let retry = |error: &dyn std::fmt::Display| HandlerError::Retry(error.to_string());
         let delivered = &event.data;
-        let products: Vec<ProductId> = delivered.lines.as_slice().iter().map(|line| line.product_id).collect();
-        let mut tx = self.pool.begin().await.map_err(|e| retry(&e))?;
-        if !emporium_nats::inbox::record(&mut tx, PURCHASES_CONSUMER, event.id).await.map_err(|e| retry(&e))? {
-            return Ok(Handled::Skipped);
+        let purchases = Purchases {
+            customer: delivered.customer_id,
+            order: delivered.order_id,
+            products: delivered.lines.as_slice().iter().map(|line| line.product_id).collect(),
+            delivered_at: event.occurred_at,
+        };
+        let inbox = InboxEntry { consumer: Arc::from(PURCHASES_CONSUMER), event: event.id };
+        let commit = Commit { inbox: Some(inbox), state: Some(Box::new(purchases)), outbox: Vec::new() };
+        match self.writer.commit(commit).await {
+            Ok(()) => Ok(Handled::Applied),
+            Err(CommitError::Duplicate) => Ok(Handled::Skipped),
+            Err(error) => Err(HandlerError::Retry(error.to_string())),
         }
-        store::record_purchases(&mut tx, delivered.customer_id, delivered.order_id, &products, event.occurred_at)
-            .await
-            .map_err(|e| retry(&e))?;
-        tx.commit().await.map_err(|e| retry(&e))?;
-        Ok(Handled::Applied)
     }
 }
 

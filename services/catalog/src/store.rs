@@ -235,28 +235,36 @@ impl StateChange for StockUpdate {
     }
 }
 
-/// Records that `customer` received `products` in `order`: the verified
-/// purchases reviews need. A product received before keeps its first order.
-pub async fn record_purchases(
-    tx: &mut PgConnection,
-    customer: UserId,
-    order: OrderId,
-    products: &[ProductId],
-    delivered_at: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let products: Vec<Uuid> = products.iter().map(|p| *p.as_uuid()).collect();
-    sqlx::query(
-        "INSERT INTO verified_purchases (customer_id, product_id, order_id, delivered_at)
-         SELECT $1, product_id, $3, $4 FROM (SELECT DISTINCT unnest($2::uuid[]) AS product_id) AS received
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(customer.as_uuid())
-    .bind(&products)
-    .bind(order.as_uuid())
-    .bind(delivered_at)
-    .execute(tx)
-    .await?;
-    Ok(())
+/// That `customer` received `products` in `order`: the verified purchases
+/// reviews need. A product received before keeps its first order. A
+/// [`StateChange`] for the group-commit writer that never conflicts: the
+/// event's inbox entry, committed with it, is what keeps it to once.
+#[derive(Debug, Clone)]
+pub struct Purchases {
+    pub customer: UserId,
+    pub order: OrderId,
+    pub products: Vec<ProductId>,
+    pub delivered_at: DateTime<Utc>,
+}
+
+impl StateChange for Purchases {
+    fn write<'a>(&'a self, tx: &'a mut PgConnection) -> BoxFuture<'a, Result<bool, sqlx::Error>> {
+        let products: Vec<Uuid> = self.products.iter().map(|p| *p.as_uuid()).collect();
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO verified_purchases (customer_id, product_id, order_id, delivered_at)
+                 SELECT $1, product_id, $3, $4 FROM (SELECT DISTINCT unnest($2::uuid[]) AS product_id) AS received
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(self.customer.as_uuid())
+            .bind(&products)
+            .bind(self.order.as_uuid())
+            .bind(self.delivered_at)
+            .execute(tx)
+            .await?;
+            Ok(true)
+        })
+    }
 }
 
 /// Whether `customer` received `product` in a delivered order.

@@ -8,35 +8,25 @@
 
 use std::time::Duration;
 
+use emporium_catalog::CatalogSettings;
 use emporium_catalog::projection::PURCHASES_CONSUMER;
-use emporium_catalog::{CatalogSettings, Dependencies};
-use emporium_nats::{Caller, OutgoingEvent, Publisher, Topology, provision};
+use emporium_nats::OutgoingEvent;
 use emporium_schemas::commands::catalog::{
     AddReview, CreateProduct, DeleteProduct, GetProduct, ListReviews, ProductView, ReviewPage, ReviewView,
 };
 use emporium_schemas::events::order::OrderDelivered;
 use emporium_schemas::values::{Currency, Money, OrderId, ProductId, ProductQuantity, Role, ShipmentId, UserId};
-use emporium_schemas::{Command, CommandEnvelope, EntityKey, Envelope, ErrorKind, Principal, Reply, ReplyError, Seq};
-use emporium_test_harness::{TestDatabase, TestNats, eventually};
+use emporium_schemas::{Command, CommandEnvelope, Envelope, ErrorKind, Principal, Reply, ReplyError};
+use emporium_test_harness::events::event;
+use emporium_test_harness::{TestService, eventually};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 struct World {
-    nats: TestNats,
-    db: TestDatabase,
-    publisher: Publisher,
-    caller: Caller,
-    stop: CancellationToken,
+    service: TestService,
     seller: Principal,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
 }
 
 fn customer() -> Principal {
@@ -54,40 +44,17 @@ fn review(product: ProductId, rating: u8) -> AddReview {
 
 impl World {
     async fn start() -> Self {
-        let nats = TestNats::start().await.unwrap();
-        let jetstream = async_nats::jetstream::new(nats.client().clone());
-        provision(&jetstream, &Topology::new(1, emporium_catalog::subscriptions())).await.unwrap();
-        let db = TestDatabase::create().await.unwrap();
-        // Migrated here too, so the test's own queries never race the service's start.
-        emporium_catalog::store::migrate(db.pool()).await.unwrap();
-        let stop = CancellationToken::new();
-        let deps = Dependencies {
-            pool: db.pool().clone(),
-            nats: nats.client().clone(),
-            partitions: 1,
-            clock: std::sync::Arc::new(emporium_nats::SystemClock),
-        };
-        tokio::spawn(emporium_catalog::run(CatalogSettings::from_source(|_| None).unwrap(), deps, stop.clone()));
-        let caller = Caller::new(nats.client().clone(), Duration::from_secs(5));
-        let world = Self {
-            publisher: Publisher::new(jetstream, 1),
-            caller,
-            nats,
-            db,
-            stop,
-            seller: Principal { user_id: UserId::new_v7(), role: Role::Seller },
-        };
-        let up = eventually(Duration::from_secs(20), || async {
-            let probe = CommandEnvelope::new(None, None, GetProduct { product_id: ProductId::new_v7() });
-            world.caller.call::<_, serde_json::Value>(&probe, "probe").await.is_ok()
-        })
-        .await;
-        assert!(up, "the catalog never answered");
-        world
+        let service =
+            TestService::prepare(1, emporium_catalog::subscriptions(), emporium_catalog::store::migrate).await.unwrap();
+        let deps = service.dependencies(std::sync::Arc::new(emporium_nats::SystemClock));
+        let settings = CatalogSettings::from_source(|_| None).unwrap();
+        service.spawn(|stop| emporium_catalog::run(settings, deps, stop));
+        service.until_answering("the catalog", GetProduct { product_id: ProductId::new_v7() }).await.unwrap();
+        Self { service, seller: Principal { user_id: UserId::new_v7(), role: Role::Seller } }
     }
 
     fn pool(&self) -> &PgPool {
-        self.db.pool()
+        self.service.pool()
     }
 
     async fn send<C: Command, A: DeserializeOwned>(
@@ -95,7 +62,7 @@ impl World {
         principal: Option<Principal>,
         data: C,
     ) -> Result<A, ReplyError> {
-        match self.caller.call(&CommandEnvelope::new(None, principal, data), "test").await.unwrap() {
+        match self.service.caller().call(&CommandEnvelope::new(None, principal, data), "test").await.unwrap() {
             Reply::Ok(answer) => Ok(answer),
             Reply::Error(error) => Err(error),
         }
@@ -129,14 +96,7 @@ impl World {
             shipment_id: ShipmentId::new_v7(),
             lines: lines.try_into().unwrap(),
         };
-        let envelope = Envelope::new(
-            EntityKey::from(*order.as_uuid()),
-            Seq::try_from(5_u64).unwrap(),
-            Uuid::now_v7(),
-            Uuid::now_v7(),
-            data,
-        );
-        OutgoingEvent::encode(&envelope).unwrap()
+        event(*order.as_uuid(), 5, data)
     }
 
     async fn purchases_of(&self, customer: Principal) -> i64 {
@@ -150,7 +110,7 @@ impl World {
     /// Publishes a delivered order of `products` for `customer` and waits until the catalog recorded it.
     async fn deliver(&self, customer: Principal, products: &[ProductId]) {
         let before = self.purchases_of(customer).await;
-        self.publisher.publish_all(&[Self::delivered(customer, products)]).await.unwrap();
+        self.service.publisher().publish_all(&[Self::delivered(customer, products)]).await.unwrap();
         let recorded =
             eventually(Duration::from_secs(20), || async { self.purchases_of(customer).await > before }).await;
         assert!(recorded, "the delivered order never reached the catalog");
@@ -166,7 +126,7 @@ async fn a_customer_with_a_delivered_order_reviews_once_and_the_product_shows_it
     assert_eq!(world.view(lamp).await.rating.count, 0);
     world.deliver(buyer, &[lamp]).await;
 
-    let mut events = world.nats.client().subscribe("evt.catalog.review_added.>").await.unwrap();
+    let mut events = world.service.nats().client().subscribe("evt.catalog.review_added.>").await.unwrap();
     let added: ReviewView = world.send(Some(buyer), review(lamp, 4)).await.unwrap();
     assert_eq!((added.product_id, added.author_id, added.rating.get()), (lamp, buyer.user_id, 4));
     assert_eq!((added.title.as_str(), added.body.as_str()), ("4 stars", "Does what it says."));
@@ -282,7 +242,7 @@ async fn a_redelivered_order_records_each_product_once() {
     // published without a message id so JetStream's dedup lets every copy
     // through, as a replay after its window would; then another order of the lamp.
     let delivered = World::delivered(buyer, &[lamp, lamp, rug]);
-    let jetstream = async_nats::jetstream::new(world.nats.client().clone());
+    let jetstream = world.service.jetstream();
     for _ in 0..3 {
         jetstream.publish(delivered.subject(1), delivered.payload.clone()).await.unwrap().await.unwrap();
     }
@@ -298,7 +258,7 @@ async fn a_redelivered_order_records_each_product_once() {
         }
     };
     assert!(eventually(Duration::from_secs(20), || handled(3)).await, "the catalog never handled every copy");
-    world.publisher.publish_all(&[World::delivered(buyer, &[lamp])]).await.unwrap();
+    world.service.publisher().publish_all(&[World::delivered(buyer, &[lamp])]).await.unwrap();
     assert!(eventually(Duration::from_secs(20), || handled(4)).await, "the catalog never handled the second order");
     let inbox: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE consumer = $1")
         .bind(PURCHASES_CONSUMER)

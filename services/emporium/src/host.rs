@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context;
 use emporium_payment::simulator::Placement;
 use emporium_payment::simulator::remote::RemoteSimulator;
-use emporium_platform::settings::typed;
 use emporium_platform::{Connections, Readiness, Settings, ops, shutdown};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -158,8 +157,7 @@ impl Service {
                 let clock: emporium_nats::SharedClock = Arc::new(emporium_nats::SystemClock);
                 // The simulated provider, the only one there is until a real one is wired in: here,
                 // or in its own process (`emporium provider`) so that its records outlive this one.
-                let placement: Placement = typed(&env, "PAYMENT_SIMULATOR", "in-process")?;
-                let provider: Arc<dyn emporium_payment::Provider> = match placement {
+                let provider: Arc<dyn emporium_payment::Provider> = match payment_settings.simulator {
                     Placement::InProcess => {
                         Arc::new(emporium_payment::Simulator::new((&payment_settings).into(), clock.clone()))
                     }

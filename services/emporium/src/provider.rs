@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use emporium_payment::simulator::remote::Listener;
 use emporium_payment::{PaymentSettings, Simulator};
-use emporium_platform::connections::nats_check;
+use emporium_platform::connections::{nats_check, open_nats};
 use emporium_platform::{Readiness, Settings, ops, shutdown};
 use tokio_util::sync::CancellationToken;
 
@@ -19,10 +19,7 @@ pub(crate) async fn run(settings: &Settings) -> anyhow::Result<()> {
     let payment = PaymentSettings::from_source(|name| std::env::var(name).ok())?;
     let stop = CancellationToken::new();
     shutdown::cancel_on_signal(stop.clone());
-    let nats = async_nats::ConnectOptions::new()
-        .name("emporium-provider")
-        .retry_on_initial_connect()
-        .connect(settings.nats_url.as_str())
+    let nats = open_nats(settings, "emporium-provider")
         .await
         .with_context(|| format!("connecting to NATS at {}", settings.nats_url))?;
     let simulator = Simulator::new((&payment).into(), Arc::new(emporium_nats::SystemClock));

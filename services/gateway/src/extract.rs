@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use emporium_schemas::Principal;
@@ -49,6 +49,16 @@ impl QueryParams {
             .transpose()
     }
 
+    /// `cursor`: the previous page's `next_cursor`, for the page after it.
+    pub fn cursor(&self) -> Option<String> {
+        self.text("cursor").map(str::to_owned)
+    }
+
+    /// `limit`: how many items a page holds at most.
+    pub fn limit(&self) -> Result<Option<u32>, Problem> {
+        self.parsed("limit", "a whole number from 1 to 100")
+    }
+
     /// Parameters as a request would carry them (handlers' unit tests).
     #[cfg(test)]
     pub(crate) fn of(pairs: &[(&str, &str)]) -> Self {
@@ -60,14 +70,13 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        match axum::extract::Query::<HashMap<String, String>>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(params)) => match params.iter().find(|(k, v)| k.contains('\0') || v.contains('\0'))
-            {
-                Some((name, _)) => Err(invalid(name, NUL.to_owned())),
-                None => Ok(Self(params)),
-            },
-            Err(rejection) => Err(Problem::from_status(rejection.status(), rejection.body_text())),
+        let Query(params) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| Problem::from_status(rejection.status(), rejection.body_text()))?;
+        if let Some((name, _)) = params.iter().find(|(k, v)| k.contains('\0') || v.contains('\0')) {
+            return Err(invalid(name, NUL.to_owned()));
         }
+        Ok(Self(params))
     }
 }
 

@@ -101,8 +101,9 @@ fn add_layer_responses(operation: &mut Operation) {
     if in_query || body {
         answers.push(("422", "A value breaks a rule; `field` names it", false));
     }
+    let too_large = format!("A body over {} MiB", crate::BODY_LIMIT / (1024 * 1024));
     if body {
-        answers.push(("413", "A body over 1 MiB", false));
+        answers.push(("413", too_large.as_str(), false));
         answers.push(("415", "A body that is not `application/json`", false));
     }
     for (status, description, retry_after) in answers {

@@ -1,19 +1,20 @@
 //! Inventory's part in the checkout saga and its other event handlers.
 //!
-//! Each event is applied in one transaction with its inbox row, so a
-//! redelivered or replayed event changes nothing; the reservation's state
-//! decides what a step means ([`domain::decide`]), so steps arriving twice or
-//! out of order change nothing either. Stock rows are locked in product-id
-//! order, which keeps concurrent orders over the same products from
-//! deadlocking, and a CHECK constraint keeps `reserved <= on_hand` whatever
-//! happens.
+//! Each event is applied once through the batch writer
+//! ([`BatchWriter::apply_once`]): its inbox row, its changes and its events
+//! commit together, so a redelivered event changes nothing; the
+//! reservation's state decides what a step means ([`domain::decide`]), so
+//! steps arriving twice or out of order change nothing either. Stock rows
+//! are locked in product-id order, which keeps concurrent orders over the
+//! same products from deadlocking, and a CHECK constraint keeps
+//! `reserved <= on_hand` whatever happens.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use emporium_nats::{
-    BatchError, BatchWriter, Delivery, Handled, Handler, HandlerError, OutboxSignal, OutgoingEvent, SharedClock,
+    BatchWriter, Delivery, Handled, Handler, HandlerError, OutboxSignal, OutgoingEvent, Retryable, SharedClock,
     event_set,
 };
 use emporium_schemas::events::catalog::{ProductCreated, ProductDeleted};
@@ -59,12 +60,9 @@ impl From<sqlx::Error> for ApplyError {
     }
 }
 
-impl From<ApplyError> for HandlerError {
-    fn from(error: ApplyError) -> Self {
-        match &error {
-            ApplyError::Store(store) => HandlerError::Retry(store.to_string()),
-            ApplyError::Encode(_) | ApplyError::Version(_) => HandlerError::Reject(error.to_string()),
-        }
+impl Retryable for ApplyError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, ApplyError::Store(_))
     }
 }
 
@@ -127,7 +125,7 @@ enum Step {
 
 impl Inventory {
     pub fn new(pool: PgPool, outbox: OutboxSignal, clock: SharedClock, backstop_floor: Duration) -> Self {
-        Self { writer: BatchWriter::start(pool.clone()), pool, outbox, clock, backstop_floor }
+        Self { writer: BatchWriter::start(pool.clone(), outbox.clone()), pool, outbox, clock, backstop_floor }
     }
 
     /// Applies `step` to `order`'s reservation in `tx`; returns the events to commit with it.
@@ -209,8 +207,9 @@ impl Inventory {
         }
     }
 
-    /// Runs `step` with `consumer`'s inbox entry for `event` in the batch
-    /// writer's next transaction.
+    /// Applies `step` once for `consumer`'s `event`, in the batch writer's
+    /// next transaction. `Skipped` for an event applied before, and for one
+    /// that announces nothing.
     async fn apply_event(
         self: &Arc<Self>,
         consumer: &'static str,
@@ -220,25 +219,17 @@ impl Inventory {
         origin: Origin,
     ) -> Result<Handled, ApplyError> {
         let this = self.clone();
-        let wrote = self
+        let applied = self
             .writer
-            .run(move |tx| {
+            .apply_once(consumer, event, move |tx| {
                 Box::pin(async move {
-                    if !emporium_nats::inbox::record(tx, consumer, event).await? {
-                        return Ok::<_, ApplyError>(false);
-                    }
                     let events = this.step(tx, order, &step, origin).await?;
-                    emporium_nats::outbox::append(tx, &events).await?;
-                    Ok(!events.is_empty())
+                    let handled = if events.is_empty() { Handled::Skipped } else { Handled::Applied };
+                    Ok::<_, ApplyError>((handled, events))
                 })
             })
-            .await
-            .map_err(BatchError::into_unit_error)?;
-        if !wrote {
-            return Ok(Handled::Skipped);
-        }
-        self.outbox.wake();
-        Ok(Handled::Applied)
+            .await?;
+        Ok(applied.unwrap_or(Handled::Skipped))
     }
 
     /// Releases every unconfirmed hold past its backstop; returns how many.
@@ -332,39 +323,52 @@ impl Handler for CatalogEvents {
     type Event = CatalogEvent;
 
     async fn handle(&self, event: Envelope<CatalogEvent>, _delivery: &Delivery) -> Result<Handled, HandlerError> {
-        Ok(self.apply(&event).await?)
+        Ok(self.apply(event).await?)
     }
 }
 
 impl CatalogEvents {
-    async fn apply(&self, event: &Envelope<CatalogEvent>) -> Result<Handled, ApplyError> {
-        let inventory = &self.0;
-        let now = inventory.clock.now();
-        let mut tx = inventory.pool.begin().await?;
-        if !emporium_nats::inbox::record(&mut tx, CATALOG_CONSUMER, event.id).await? {
-            return Ok(Handled::Skipped);
-        }
-        let mut events = Vec::new();
-        match &event.data {
+    async fn apply(&self, event: Envelope<CatalogEvent>) -> Result<Handled, ApplyError> {
+        let (inventory, origin) = (self.0.clone(), Origin::from(&event));
+        let applied = self
+            .0
+            .writer
+            .apply_once(CATALOG_CONSUMER, event.id, move |tx| {
+                Box::pin(async move {
+                    let events = inventory.learn_product(tx, &event.data, origin).await?;
+                    Ok::<_, ApplyError>((Handled::Applied, events))
+                })
+            })
+            .await?;
+        Ok(applied.unwrap_or(Handled::Skipped))
+    }
+}
+
+impl Inventory {
+    /// Lists a new product at zero stock (announced) or delists a deleted one, in `tx`.
+    async fn learn_product(
+        &self,
+        tx: &mut PgConnection,
+        event: &CatalogEvent,
+        origin: Origin,
+    ) -> Result<Vec<OutgoingEvent>, ApplyError> {
+        let now = self.clock.now();
+        match event {
             CatalogEvent::Created(created) => {
-                if store::list_product(&mut tx, created.product_id, created.seller_id, now).await? {
-                    let listed = StockChanged {
-                        product_id: created.product_id,
-                        level: StockLevel::default(),
-                        reason: StockChangeReason::Listed,
-                    };
-                    events.push(self::event(*created.product_id.as_uuid(), 1, Origin::from(event), listed)?);
+                if !store::list_product(tx, created.product_id, created.seller_id, now).await? {
+                    return Ok(Vec::new());
                 }
+                let listed = StockChanged {
+                    product_id: created.product_id,
+                    level: StockLevel::default(),
+                    reason: StockChangeReason::Listed,
+                };
+                Ok(vec![self::event(*created.product_id.as_uuid(), 1, origin, listed)?])
             }
             CatalogEvent::Deleted(deleted) => {
-                store::delist_product(&mut tx, deleted.product_id, deleted.seller_id, now).await?;
+                store::delist_product(tx, deleted.product_id, deleted.seller_id, now).await?;
+                Ok(Vec::new())
             }
         }
-        emporium_nats::outbox::append(&mut tx, &events).await?;
-        tx.commit().await?;
-        if !events.is_empty() {
-            inventory.outbox.wake();
-        }
-        Ok(Handled::Applied)
     }
 }

@@ -10,86 +10,53 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use emporium_inventory::InventorySettings;
 use emporium_inventory::saga::Inventory;
-use emporium_inventory::{Dependencies, InventorySettings};
-use emporium_nats::{Caller, ManualClock, OutboxSignal, OutgoingEvent, Publisher, Topology, provision};
+use emporium_nats::{ManualClock, OutboxSignal, OutgoingEvent};
 use emporium_schemas::commands::inventory::{ProductStock, SetStock};
 use emporium_schemas::events::catalog::ProductCreated;
 use emporium_schemas::events::order::{CancelReason, OrderCancelled, OrderConfirmed, OrderPlaced, OrderStatus};
 use emporium_schemas::events::shipping::ShippingShipped;
-use emporium_schemas::values::{
-    Address, CountryCode, Currency, Money, OrderId, PaymentMethod, PricedLine, ProductId, Role, ShipmentId, Text,
-    UserId,
-};
-use emporium_schemas::{CommandEnvelope, EntityKey, Envelope, ErrorKind, Event, Principal, Reply, Seq};
-use emporium_test_harness::{TestDatabase, TestNats, eventually};
+use emporium_schemas::values::{OrderId, PaymentMethod, PricedLine, ProductId, Role, ShipmentId, UserId};
+use emporium_schemas::{CommandEnvelope, ErrorKind, Principal, Reply};
+use emporium_test_harness::events::event;
+use emporium_test_harness::values::{address, euros, text};
+use emporium_test_harness::{TestService, eventually};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const PARTITIONS: u16 = 2;
 
 struct World {
-    nats: TestNats,
-    db: TestDatabase,
-    publisher: Publisher,
-    stop: CancellationToken,
+    service: TestService,
     seller: UserId,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-fn text(s: &str) -> Text {
-    Text::try_from(s.to_owned()).unwrap()
-}
-
-fn euros(amount: i64) -> Money {
-    Money { amount: amount.try_into().unwrap(), currency: Currency::try_from("EUR".to_owned()).unwrap() }
-}
-
-fn envelope<D: Event>(key: Uuid, seq: u64, data: D) -> OutgoingEvent {
-    let event = Envelope::new(EntityKey::from(key), Seq::try_from(seq).unwrap(), Uuid::now_v7(), Uuid::now_v7(), data);
-    OutgoingEvent::encode(&event).unwrap()
 }
 
 impl World {
     async fn start() -> Self {
-        let nats = TestNats::start().await.unwrap();
-        let jetstream = async_nats::jetstream::new(nats.client().clone());
-        provision(&jetstream, &Topology::new(PARTITIONS, emporium_inventory::subscriptions())).await.unwrap();
-        let db = TestDatabase::create().await.unwrap();
-        // Migrated here too, so the test's own queries never race the service's start.
-        emporium_inventory::store::migrate(db.pool()).await.unwrap();
-        let stop = CancellationToken::new();
-        let deps = Dependencies {
-            pool: db.pool().clone(),
-            nats: nats.client().clone(),
-            partitions: PARTITIONS,
-            clock: std::sync::Arc::new(emporium_nats::SystemClock),
-        };
+        let service =
+            TestService::prepare(PARTITIONS, emporium_inventory::subscriptions(), emporium_inventory::store::migrate)
+                .await
+                .unwrap();
+        let deps = service.dependencies(Arc::new(emporium_nats::SystemClock));
         let settings = InventorySettings::from_source(|_| None).unwrap();
-        tokio::spawn(emporium_inventory::run(settings, deps, stop.clone()));
-        Self { publisher: Publisher::new(jetstream, PARTITIONS), nats, db, stop, seller: UserId::new_v7() }
+        service.spawn(|stop| emporium_inventory::run(settings, deps, stop));
+        Self { service, seller: UserId::new_v7() }
     }
 
     fn pool(&self) -> &PgPool {
-        self.db.pool()
+        self.service.pool()
     }
 
     async fn publish(&self, events: &[OutgoingEvent]) {
-        self.publisher.publish_all(events).await.unwrap();
+        self.service.publisher().publish_all(events).await.unwrap();
     }
 
     async fn set_stock(&self, product: ProductId, on_hand: u32, as_role: Role) -> Reply<ProductStock> {
-        let caller = Caller::new(self.nats.client().clone(), Duration::from_secs(5));
         let principal =
             Principal { user_id: if as_role == Role::Admin { UserId::new_v7() } else { self.seller }, role: as_role };
         let command = CommandEnvelope::new(None, Some(principal), SetStock { product_id: product, on_hand });
-        caller.call(&command, "test").await.unwrap()
+        self.service.caller().call(&command, "test").await.unwrap()
     }
 
     /// A product inventory learned from the catalog, with `on_hand` set by its seller.
@@ -102,7 +69,7 @@ impl World {
             price: euros(1500),
             category_id: None,
         };
-        self.publish(&[envelope(*product.as_uuid(), 1, created)]).await;
+        self.publish(&[event(*product.as_uuid(), 1, created)]).await;
         let listed = eventually(Duration::from_secs(20), || async {
             sqlx::query("SELECT 1 FROM stock WHERE product_id = $1")
                 .bind(product.as_uuid())
@@ -171,21 +138,14 @@ fn placed(order: OrderId, lines: &[(ProductId, u32)]) -> OrderPlaced {
         customer_id: UserId::new_v7(),
         total: euros(100),
         lines: lines.try_into().unwrap(),
-        shipping_address: Address {
-            name: text("Ada"),
-            line1: text("1 Loop Road"),
-            line2: None,
-            city: text("London"),
-            postal_code: text("N1"),
-            country: CountryCode::try_from("GB".to_owned()).unwrap(),
-        },
+        shipping_address: address(),
         payment_method: PaymentMethod::try_from("tok_visa".to_owned()).unwrap(),
         deadline_at: Utc::now() + chrono::TimeDelta::seconds(30),
     }
 }
 
 fn place(order: OrderId, lines: &[(ProductId, u32)]) -> OutgoingEvent {
-    envelope(*order.as_uuid(), 1, placed(order, lines))
+    event(*order.as_uuid(), 1, placed(order, lines))
 }
 
 fn cancel(order: OrderId, seq: u64) -> OutgoingEvent {
@@ -195,7 +155,7 @@ fn cancel(order: OrderId, seq: u64) -> OutgoingEvent {
         reason: CancelReason::CustomerRequest,
         previous_status: OrderStatus::Reserved,
     };
-    envelope(*order.as_uuid(), seq, cancelled)
+    event(*order.as_uuid(), seq, cancelled)
 }
 
 #[tokio::test]
@@ -299,8 +259,8 @@ async fn duplicates_replays_and_disorder_change_nothing_twice() {
     );
     let parcel =
         ShippingShipped { order_id: shipped, shipment_id: ShipmentId::new_v7(), tracking_number: text("TRK1") };
-    let ship = envelope(*shipped.as_uuid(), 2, parcel.clone());
-    world.publish(&[ship.clone(), envelope(*shipped.as_uuid(), 2, parcel)]).await;
+    let ship = event(*shipped.as_uuid(), 2, parcel.clone());
+    world.publish(&[ship.clone(), event(*shipped.as_uuid(), 2, parcel)]).await;
     assert!(
         eventually(Duration::from_secs(20), || async { world.status(shipped).await.as_deref() == Some("shipped") })
             .await
@@ -366,7 +326,7 @@ async fn the_backstop_releases_only_holds_never_confirmed() {
         total: euros(300),
         shipping_address: placed(confirmed, &[(teapot, 3)]).shipping_address,
     };
-    world.publish(&[envelope(*confirmed.as_uuid(), 3, confirmation)]).await;
+    world.publish(&[event(*confirmed.as_uuid(), 3, confirmation)]).await;
     assert!(
         eventually(Duration::from_secs(20), || async {
             sqlx::query_scalar::<_, bool>("SELECT confirmed FROM reservations WHERE order_id = $1")

@@ -1,10 +1,11 @@
 //! The event handlers: identity tells whom to write to; order, payment and
 //! shipping events become notifications ([`domain::decide`]).
 //!
-//! Each event is applied in one transaction with its inbox row, its
-//! notifications and their queued emails, so a redelivered or replayed
-//! event creates nothing new; the (event, recipient) unique key holds even
-//! after the inbox row is pruned.
+//! Each event is applied once through the batch writer
+//! ([`BatchWriter::apply_once`]): its inbox row, its notifications and their
+//! queued emails commit together, so a redelivered or replayed event creates
+//! nothing new; the (event, recipient) unique key holds even after the inbox
+//! row is pruned.
 //!
 //! Payment and shipping events name only their order. One that arrives
 //! before its customer is known (the order's `order.placed` still behind in
@@ -12,7 +13,7 @@
 //! data, when it happened) in `parked_events` in the transaction of its
 //! inbox row, and acked, so it neither waits in the consumer loop's backoff
 //! nor ends in the DLQ. The order event that names the customer takes the
-//! order's parked events in its own transaction and tells them, oldest
+//! order's parked events with its own writes and tells them, oldest
 //! first, through the one path a live event takes (`Notifier::notify`).
 //! Every event of an order is applied under the order's lock
 //! ([`store::lock_order`]), so a parking and the order's arrival never
@@ -21,7 +22,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use emporium_nats::{Delivery, Handled, Handler, HandlerError, SharedClock, event_set};
+use emporium_nats::{
+    BatchWriter, Delivery, Handled, Handler, HandlerError, OutboxSignal, Retryable, SharedClock, event_set,
+};
 use emporium_platform::counters::Counter;
 use emporium_schemas::events::identity::UserRegistered;
 use emporium_schemas::events::order::{OrderCancelled, OrderConfirmed, OrderPlaced};
@@ -29,7 +32,7 @@ use emporium_schemas::events::payment::{PaymentCaptured, PaymentRefunded, Paymen
 use emporium_schemas::events::shipping::{ShippingCreated, ShippingDelivered, ShippingShipped};
 use emporium_schemas::values::OrderId;
 use emporium_schemas::{Envelope, Event, EventType, MessageId};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool};
 
 use crate::domain::{self, Decision, Fact, Line};
 use crate::sender::MailSignal;
@@ -41,6 +44,8 @@ pub struct Notifier {
     pub pool: PgPool,
     pub clock: SharedClock,
     pub mail: MailSignal,
+    /// Commits the event handlers' transactions in batches.
+    writer: BatchWriter,
 }
 
 /// Why an event was not applied. Each is retried: the database comes back;
@@ -63,9 +68,9 @@ impl From<sqlx::Error> for ApplyError {
     }
 }
 
-impl From<ApplyError> for HandlerError {
-    fn from(error: ApplyError) -> Self {
-        HandlerError::Retry(error.to_string())
+impl Retryable for ApplyError {
+    fn is_retryable(&self) -> bool {
+        true
     }
 }
 
@@ -102,6 +107,8 @@ struct Made {
     emails: usize,
     /// The event named the order's customer, who is now remembered.
     remembered: bool,
+    /// Parked events of the order told with it.
+    unparked: usize,
 }
 
 impl Made {
@@ -109,33 +116,88 @@ impl Made {
         self.notifications += other.notifications;
         self.emails += other.emails;
         self.remembered |= other.remembered;
+        self.unparked += other.unparked;
     }
 }
 
+/// What applying an event did, to act on once it is committed.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Told(Made),
+    /// Parked until its order's customer is known; `new` is false for one
+    /// parked already (a replay after its inbox row was pruned).
+    Parked {
+        new: bool,
+        event_type: &'static str,
+    },
+}
+
 impl Notifier {
-    /// Applies `event` with `consumer`'s inbox entry, in one transaction:
-    /// tells it, or parks it when its order's customer is not known yet;
-    /// and when it names the customer, tells the order's parked events too.
-    pub async fn apply<E: Tells>(&self, consumer: &str, event: &Envelope<E>) -> Result<Handled, ApplyError> {
-        let now = self.clock.now();
-        let fact = event.data.fact();
+    pub fn new(pool: PgPool, clock: SharedClock, mail: MailSignal) -> Self {
+        // Notification emits no events: its writer's commits never wake a relay.
+        let writer = BatchWriter::start(pool.clone(), OutboxSignal::default());
+        Self { pool, clock, mail, writer }
+    }
+
+    /// Applies `event` once for `consumer`: tells it, or parks it when its
+    /// order's customer is not known yet; and when it names the customer,
+    /// tells the order's parked events too. Once committed (and only then,
+    /// so an event retried after a failed batch is reported once), wakes the
+    /// email sender for the emails it queued, and counts and logs a parking.
+    pub async fn apply<E: Tells + Send + Sync + 'static>(
+        self: &Arc<Self>,
+        consumer: &'static str,
+        event: Envelope<E>,
+    ) -> Result<Handled, ApplyError> {
+        let (this, id, fact) = (self.clone(), event.id, event.data.fact());
         let order = fact.order();
-        let mut tx = self.pool.begin().await?;
-        if !emporium_nats::inbox::record(&mut tx, consumer, event.id).await? {
-            return Ok(Handled::Skipped);
-        }
-        store::lock_order(&mut tx, order).await?;
-        let Some(mut made) = self.notify(&mut tx, event.id, &fact, now).await? else {
+        let applied = self
+            .writer
+            .apply_once(consumer, id, move |tx| {
+                Box::pin(async move { this.tell_or_park(tx, &event, fact).await.map(|outcome| (outcome, Vec::new())) })
+            })
+            .await?;
+        Ok(match applied {
+            None | Some(Outcome::Parked { new: false, .. }) => Handled::Skipped,
+            Some(Outcome::Parked { new: true, event_type }) => {
+                parked_total().increment();
+                tracing::info!(
+                    order.id = %order,
+                    event.id = %id,
+                    event_type,
+                    "event parked until its order's customer is known"
+                );
+                Handled::Applied
+            }
+            Some(Outcome::Told(made)) => {
+                if made.emails > 0 {
+                    self.mail.wake();
+                }
+                if made.unparked > 0 {
+                    tracing::info!(order.id = %order, events = made.unparked, "parked events told now their order is known");
+                }
+                if made.notifications > 0 || made.remembered { Handled::Applied } else { Handled::Skipped }
+            }
+        })
+    }
+
+    /// [`Notifier::apply`]'s writes, in `tx`, under the order's lock.
+    async fn tell_or_park<E: Tells>(
+        &self,
+        tx: &mut PgConnection,
+        event: &Envelope<E>,
+        fact: Fact,
+    ) -> Result<Outcome, ApplyError> {
+        let now = self.clock.now();
+        let order = fact.order();
+        store::lock_order(tx, order).await?;
+        let Some(mut made) = self.notify(tx, event.id, &fact, now).await? else {
             return park(tx, event, order, now).await;
         };
         if made.remembered {
-            made.add(self.unpark(&mut tx, order, now).await?);
+            made.add(self.unpark(tx, order, now).await?);
         }
-        tx.commit().await?;
-        if made.emails > 0 {
-            self.mail.wake();
-        }
-        Ok(if made.notifications > 0 || made.remembered { Handled::Applied } else { Handled::Skipped })
+        Ok(Outcome::Told(made))
     }
 
     /// The one path from an event's fact to its notifications and queued
@@ -161,7 +223,7 @@ impl Notifier {
             store::remember_order(tx, fact.order(), customer, now).await?;
         }
         let (notifications, emails) = store::create(tx, event, &drafts, now).await?;
-        Ok(Some(Made { notifications, emails, remembered: remember.is_some() }))
+        Ok(Some(Made { notifications, emails, remembered: remember.is_some(), unparked: 0 }))
     }
 
     /// Takes `order`'s parked events, its customer now remembered in `tx`,
@@ -173,35 +235,39 @@ impl Notifier {
             let fact = parked_fact(event)?;
             made.add(self.notify(tx, event.event, &fact, now).await?.ok_or(ApplyError::UnknownOrder(order))?);
         }
-        if !parked.is_empty() {
-            tracing::info!(order.id = %order, events = parked.len(), "parked events told now their order is known");
-        }
+        made.unparked = parked.len();
         Ok(made)
     }
 
-    async fn learn_user(&self, event: &Envelope<UserRegistered>) -> Result<Handled, ApplyError> {
-        let user = &event.data;
-        let mut tx = self.pool.begin().await?;
-        if !emporium_nats::inbox::record(&mut tx, IDENTITY_CONSUMER, event.id).await? {
+    async fn learn_user(self: &Arc<Self>, event: Envelope<UserRegistered>) -> Result<Handled, ApplyError> {
+        let this = self.clone();
+        let applied = self
+            .writer
+            .apply_once(IDENTITY_CONSUMER, event.id, move |tx| {
+                Box::pin(async move {
+                    let user = &event.data;
+                    let (email, name) = (user.email.as_str(), user.name.as_str());
+                    store::upsert_user(tx, user.user_id, email, name, this.clock.now()).await?;
+                    Ok::<_, ApplyError>(((), Vec::new()))
+                })
+            })
+            .await?;
+        if applied.is_none() {
             return Ok(Handled::Skipped);
         }
-        store::upsert_user(&mut tx, user.user_id, user.email.as_str(), user.name.as_str(), self.clock.now()).await?;
-        tx.commit().await?;
         // Emails queued before the address was known may go now.
         self.mail.wake();
         Ok(Handled::Applied)
     }
 }
 
-/// Parks `event` of `order`, whose customer is not known yet, and commits
-/// `tx`; `Skipped` for one parked already (a replay after its inbox row was
-/// pruned).
+/// Parks `event` of `order`, whose customer is not known yet, in `tx`.
 async fn park<E: Tells>(
-    mut tx: Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     event: &Envelope<E>,
     order: OrderId,
     now: DateTime<Utc>,
-) -> Result<Handled, ApplyError> {
+) -> Result<Outcome, ApplyError> {
     let Some(parcel) = event.data.parcel() else {
         return Err(ApplyError::UnknownOrder(order));
     };
@@ -214,19 +280,8 @@ async fn park<E: Tells>(
         data,
         occurred_at: event.occurred_at,
     };
-    let new = store::park(&mut tx, &parked, now).await?;
-    tx.commit().await?;
-    if !new {
-        return Ok(Handled::Skipped);
-    }
-    parked_total().increment();
-    tracing::info!(
-        order.id = %order,
-        event.id = %event.id,
-        event_type = kind.type_name,
-        "event parked until its order's customer is known"
-    );
-    Ok(Handled::Applied)
+    let new = store::park(tx, &parked, now).await?;
+    Ok(Outcome::Parked { new, event_type: kind.type_name })
 }
 
 /// A parked event's fact, decoded back from its stored type and data.
@@ -277,7 +332,7 @@ impl Handler for IdentityEvents {
     type Event = UserRegistered;
 
     async fn handle(&self, event: Envelope<UserRegistered>, _delivery: &Delivery) -> Result<Handled, HandlerError> {
-        Ok(self.0.learn_user(&event).await?)
+        Ok(self.0.learn_user(event).await?)
     }
 }
 
@@ -333,7 +388,7 @@ impl Handler for OrderEvents {
     type Event = OrderEvent;
 
     async fn handle(&self, event: Envelope<OrderEvent>, _delivery: &Delivery) -> Result<Handled, HandlerError> {
-        Ok(self.0.apply(ORDER_CONSUMER, &event).await?)
+        Ok(self.0.apply(ORDER_CONSUMER, event).await?)
     }
 }
 
@@ -368,7 +423,7 @@ impl Handler for PaymentEvents {
     type Event = PaymentEvent;
 
     async fn handle(&self, event: Envelope<PaymentEvent>, _delivery: &Delivery) -> Result<Handled, HandlerError> {
-        Ok(self.0.apply(PAYMENT_CONSUMER, &event).await?)
+        Ok(self.0.apply(PAYMENT_CONSUMER, event).await?)
     }
 }
 
@@ -410,6 +465,6 @@ impl Handler for ShippingEvents {
     type Event = ShippingEvent;
 
     async fn handle(&self, event: Envelope<ShippingEvent>, _delivery: &Delivery) -> Result<Handled, HandlerError> {
-        Ok(self.0.apply(SHIPPING_CONSUMER, &event).await?)
+        Ok(self.0.apply(SHIPPING_CONSUMER, event).await?)
     }
 }

@@ -121,7 +121,7 @@ pub async fn run(
     let (mut runtime, leases) =
         ServiceRuntime::start(SERVICE, &deps.pool, &deps.nats, deps.partitions, &deps.clock, &quiet, stop).await?;
     let mail = MailSignal::default();
-    let notifier = Arc::new(Notifier { pool: deps.pool.clone(), clock: deps.clock.clone(), mail: mail.clone() });
+    let notifier = Arc::new(Notifier::new(deps.pool.clone(), deps.clock.clone(), mail.clone()));
     let sink = settings.email.open(settings.email_from.clone(), settings.smtp_timeout);
     let sender = Sender::new(deps.pool, deps.clock, sink, settings.sender, mail);
 

@@ -10,10 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use chrono::Utc;
-use emporium_nats::{Caller, OutgoingEvent, Publisher, SharedClock, SystemClock, Topology, provision};
-use emporium_notification::{Dependencies, NotificationSettings};
+use emporium_nats::{OutgoingEvent, SystemClock};
+use emporium_notification::NotificationSettings;
 use emporium_schemas::commands::notification::{
     ListNotifications, NotificationKind, NotificationPage, NotificationView, ReadNotification,
 };
@@ -22,54 +21,20 @@ use emporium_schemas::events::order::{CancelReason, OrderCancelled, OrderConfirm
 use emporium_schemas::events::payment::PaymentCaptured;
 use emporium_schemas::events::shipping::{ShippingCreated, ShippingDelivered, ShippingShipped};
 use emporium_schemas::values::{
-    Address, CountryCode, Currency, Money, NotificationId, OrderId, PaymentId, PaymentMethod, PricedLine, ProductId,
-    Role, ShipmentId, Text, UserId,
+    Money, NotificationId, OrderId, PaymentId, PaymentMethod, PricedLine, ProductId, Role, ShipmentId, UserId,
 };
-use emporium_schemas::{CommandEnvelope, EntityKey, Envelope, ErrorKind, Event, Principal, Reply, Seq};
-use emporium_test_harness::{SmtpServer, TestDatabase, TestNats, eventually};
+use emporium_schemas::{CommandEnvelope, ErrorKind, Principal, Reply};
+use emporium_test_harness::events::event;
+use emporium_test_harness::values::{address, euros, text};
+use emporium_test_harness::{SmtpServer, TestService, eventually};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const PARTITIONS: u16 = 2;
 
 struct World {
-    nats: TestNats,
-    db: TestDatabase,
+    service: TestService,
     smtp: SmtpServer,
-    publisher: Publisher,
-    stop: CancellationToken,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-fn text(s: &str) -> Text {
-    Text::try_from(s.to_owned()).unwrap()
-}
-
-fn euros(cents: i64) -> Money {
-    Money { amount: cents.try_into().unwrap(), currency: Currency::try_from("EUR".to_owned()).unwrap() }
-}
-
-fn event<D: Event>(key: Uuid, seq: u64, data: D) -> OutgoingEvent {
-    let envelope =
-        Envelope::new(EntityKey::from(key), Seq::try_from(seq).unwrap(), Uuid::now_v7(), Uuid::now_v7(), data);
-    OutgoingEvent::encode(&envelope).unwrap()
-}
-
-fn address() -> Address {
-    Address {
-        name: text("Ada"),
-        line1: text("1 Loop Road"),
-        line2: None,
-        city: text("London"),
-        postal_code: text("N1"),
-        country: CountryCode::try_from("GB".to_owned()).unwrap(),
-    }
 }
 
 /// An order of `lines` (seller, quantity, cents) by `customer`.
@@ -144,16 +109,14 @@ impl Order {
 
 impl World {
     async fn start() -> Self {
-        let nats = TestNats::start().await.unwrap();
-        let jetstream = async_nats::jetstream::new(nats.client().clone());
-        provision(&jetstream, &Topology::new(PARTITIONS, emporium_notification::subscriptions())).await.unwrap();
-        let db = TestDatabase::create().await.unwrap();
-        // Migrated here too, so the test's own queries never race the service's start.
-        emporium_notification::store::migrate(db.pool()).await.unwrap();
+        let service = TestService::prepare(
+            PARTITIONS,
+            emporium_notification::subscriptions(),
+            emporium_notification::store::migrate,
+        )
+        .await
+        .unwrap();
         let smtp = SmtpServer::start().await.unwrap();
-        let stop = CancellationToken::new();
-        let clock: SharedClock = Arc::new(SystemClock);
-        let deps = Dependencies { pool: db.pool().clone(), nats: nats.client().clone(), partitions: PARTITIONS, clock };
         let url = smtp.url();
         let settings = NotificationSettings::from_source(|name| match name {
             "NOTIFICATION_EMAIL" => Some(url.clone()),
@@ -161,25 +124,18 @@ impl World {
             _ => None,
         })
         .unwrap();
-        tokio::spawn(emporium_notification::run(settings, deps, stop.clone()));
-        let world = Self { publisher: Publisher::new(jetstream, PARTITIONS), nats, db, smtp, stop };
-        // Any answer (here "sign in first") means the service is subscribed.
-        let caller = Caller::new(world.nats.client().clone(), Duration::from_millis(500));
-        let probe = CommandEnvelope::new(None, None, ListNotifications::default());
-        let up = eventually(Duration::from_secs(20), || async {
-            caller.call::<_, NotificationPage>(&probe, "probe").await.is_ok()
-        })
-        .await;
-        assert!(up, "notification never answered");
-        world
+        let deps = service.dependencies(Arc::new(SystemClock));
+        service.spawn(|stop| emporium_notification::run(settings, deps, stop));
+        service.until_answering("notification", ListNotifications::default()).await.unwrap();
+        Self { service, smtp }
     }
 
     fn pool(&self) -> &PgPool {
-        self.db.pool()
+        self.service.pool()
     }
 
     async fn publish(&self, events: &[OutgoingEvent]) {
-        self.publisher.publish_all(events).await.unwrap();
+        self.service.publisher().publish_all(events).await.unwrap();
     }
 
     /// A user identity told notification of.
@@ -196,9 +152,8 @@ impl World {
         user: Option<UserId>,
         data: C,
     ) -> Reply<A> {
-        let caller = Caller::new(self.nats.client().clone(), Duration::from_secs(5));
         let principal = user.map(|user_id| Principal { user_id, role: Role::Customer });
-        caller.call(&CommandEnvelope::new(None, principal, data), "test").await.unwrap()
+        self.service.caller().call(&CommandEnvelope::new(None, principal, data), "test").await.unwrap()
     }
 
     async fn list(&self, user: Option<UserId>, query: ListNotifications) -> Reply<NotificationPage> {
@@ -258,15 +213,7 @@ impl World {
 
     /// Publishes `event`'s bytes under `message_id`; returns its stream sequence.
     async fn publish_as(&self, event: &OutgoingEvent, message_id: &str) -> u64 {
-        let jetstream = async_nats::jetstream::new(self.nats.client().clone());
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", message_id);
-        let ack = jetstream
-            .publish_with_headers(event.subject(PARTITIONS), headers, event.payload.clone())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        let ack = self.service.publish_as(event, message_id).await.unwrap();
         assert!(!ack.duplicate);
         ack.sequence
     }
@@ -274,16 +221,7 @@ impl World {
     /// Waits until notification's consumer of `event`'s stream has acked
     /// everything up to `sequence`.
     async fn consumed(&self, event: &OutgoingEvent, sequence: u64) {
-        let jetstream = async_nats::jetstream::new(self.nats.client().clone());
-        let context = event.event_type.context;
-        let stream = jetstream.get_stream(emporium_nats::topology::event_stream(context)).await.unwrap();
-        let partition = emporium_schemas::Partition::of(&event.key, PARTITIONS);
-        let durable = format!("{}-{context}-{partition}", emporium_notification::SERVICE);
-        let done = eventually(Duration::from_secs(30), || async {
-            stream.consumer_info(&durable).await.unwrap().ack_floor.stream_sequence >= sequence
-        })
-        .await;
-        assert!(done, "{durable} never acked past {sequence}");
+        self.service.until_consumed(emporium_notification::SERVICE, event, sequence).await.unwrap();
     }
 }
 
@@ -485,8 +423,7 @@ async fn events_before_their_order_are_parked_not_dead_lettered_and_told_once_in
     let counts = (world.count("notifications").await, world.count("emails").await);
     assert_eq!((counts, world.count("parked_events").await), ((2, 1), 0));
 
-    let jetstream = async_nats::jetstream::new(world.nats.client().clone());
-    let dead = emporium_nats::dlq::list(&jetstream, 100).await.unwrap();
+    let dead = emporium_nats::dlq::list(world.service.jetstream(), 100).await.unwrap();
     assert!(dead.is_empty(), "dead-lettered: {dead:?}");
 }
 

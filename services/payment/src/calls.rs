@@ -90,15 +90,15 @@ enum Recovery {
 struct Settled {
     /// The call the outcome starts.
     next: Option<Attempt>,
-    wrote_events: bool,
     /// Logs and counts what happened; run only after the commit, so a
     /// settlement retried after a failed batch is reported once.
     report: Box<dyn FnOnce() + Send>,
 }
 
 impl Settled {
-    fn nothing(report: impl FnOnce() + Send + 'static) -> Self {
-        Self { next: None, wrote_events: false, report: Box::new(report) }
+    /// A settlement that announces nothing and starts no call.
+    fn nothing(report: impl FnOnce() + Send + 'static) -> (Self, Vec<OutgoingEvent>) {
+        (Self { next: None, report: Box::new(report) }, Vec::new())
     }
 }
 
@@ -161,15 +161,17 @@ impl Payments {
         let settled =
             self.writer.run(move |tx| Box::pin(async move { this.settle_in(tx, &attempt, answer).await })).await;
         let settled = settled.map_err(BatchError::into_unit_error)?;
-        if settled.wrote_events {
-            self.outbox.wake();
-        }
         (settled.report)();
         Ok(settled.next)
     }
 
-    /// [`Payments::settle`]'s writes, in `tx`.
-    async fn settle_in(&self, tx: &mut PgConnection, attempt: &Attempt, answer: Answer) -> Result<Settled, ApplyError> {
+    /// [`Payments::settle`]'s writes, in `tx`, and the events they announce.
+    async fn settle_in(
+        &self,
+        tx: &mut PgConnection,
+        attempt: &Attempt,
+        answer: Answer,
+    ) -> Result<(Settled, Vec<OutgoingEvent>), ApplyError> {
         let now = self.clock.now();
         let corrupt = |what: String| ApplyError::Store(StoreError::Corrupt(what));
         let payment = store::lock_payment(tx, attempt.payment_id)
@@ -252,7 +254,6 @@ impl Payments {
             retry_at,
         };
         store::update_payment(tx, payment.payment_id, &change, now).await?;
-        emporium_nats::outbox::append(tx, &events).await?;
         let (id, order, operation, number, key) =
             (payment.payment_id, payment.order_id, attempt.operation().as_str(), attempt.number, attempt.key.clone());
         let (gave_up, compensation_failed, status) =
@@ -270,7 +271,7 @@ impl Payments {
                 tracing::error!(payment.id = %id, order.id = %order, operation, %key, reason = %note, status, "the provider refused a compensation for good; an operator must look");
             }
         };
-        Ok(Settled { next, wrote_events: !events.is_empty(), report: Box::new(report) })
+        Ok((Settled { next, report: Box::new(report) }, events))
     }
 
     /// Posts the ledger entries of a capture, or reverses them for a refund.

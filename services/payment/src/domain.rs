@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use emporium_schemas::events::payment::FailureReason;
+use serde::{Deserialize, Serialize};
 
 /// Where a payment stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,8 +91,9 @@ impl Status {
     }
 }
 
-/// A call to the provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A call to the provider (named as [`as_str`](Self::as_str) says, in the store and on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Operation {
     Authorize,
     Capture,
@@ -644,6 +646,7 @@ mod tests {
         }
         for operation in [Operation::Authorize, Operation::Capture, Operation::Void, Operation::Refund] {
             assert_eq!(Operation::parse(operation.as_str()), Some(operation));
+            assert_eq!(serde_json::to_value(operation).unwrap(), operation.as_str());
         }
     }
 }

@@ -98,6 +98,9 @@ pub struct PaymentSettings {
     /// authorization, never answered, settles as authorized at the simulated
     /// provider this long after it arrived.
     pub sim_late_settle: Duration,
+    /// `PAYMENT_SIMULATOR` (default `in-process`): where the simulated
+    /// provider runs, in payment's process or in its own (`remote`).
+    pub simulator: simulator::Placement,
 }
 
 impl PaymentSettings {
@@ -121,6 +124,7 @@ impl PaymentSettings {
             commission_bps,
             provider_latency: millis("PAYMENT_PROVIDER_LATENCY_MS", "20")?,
             sim_late_settle: Duration::from_secs(typed(&source, "PAYMENT_SIM_LATE_SETTLE_SECS", "60")?),
+            simulator: typed(&source, "PAYMENT_SIMULATOR", "in-process")?,
         })
     }
 }

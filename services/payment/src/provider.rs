@@ -15,11 +15,13 @@ use chrono::{DateTime, Utc};
 use emporium_schemas::events::payment::FailureReason;
 use emporium_schemas::values::{Money, PaymentMethod};
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::Operation;
 
 /// The provider's reference for something it did (an authorization, a capture, …).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct ProviderRef(pub String);
 
 impl fmt::Display for ProviderRef {
@@ -28,8 +30,10 @@ impl fmt::Display for ProviderRef {
     }
 }
 
-/// Why the provider refused, for good.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Why the provider refused, for good. On the wire of the simulator in
+/// another process ([`crate::simulator::remote`]) by its [`as_str`](Self::as_str) name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Decline {
     /// The card issuer said no.
     Declined,
@@ -43,14 +47,6 @@ pub enum Decline {
 }
 
 impl Decline {
-    pub const ALL: [Decline; 5] = [
-        Decline::Declined,
-        Decline::InsufficientFunds,
-        Decline::UnknownReference,
-        Decline::AlreadySettled,
-        Decline::AmountTooLarge,
-    ];
-
     /// The reason `payment.failed` gives.
     pub fn failure_reason(self) -> FailureReason {
         match self {
@@ -70,15 +66,11 @@ impl Decline {
             Decline::AmountTooLarge => "amount_too_large",
         }
     }
-
-    /// The decline [`as_str`](Self::as_str) names.
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|decline| decline.as_str() == text)
-    }
 }
 
 /// A call that did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ProviderError {
     /// Refused for good; the same key will be refused again.
     #[error("declined: {}", .0.as_str())]
@@ -95,7 +87,8 @@ pub enum ProviderError {
 }
 
 /// Where a request stands at the provider.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RecordState {
     /// Received, not decided yet.
     Pending,
@@ -118,7 +111,7 @@ impl RecordState {
 }
 
 /// What the provider recorded for one idempotency key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderRecord {
     pub key: String,
     pub operation: Operation,
@@ -180,9 +173,18 @@ mod tests {
 
     #[test]
     fn every_decline_is_read_back_from_its_name() {
-        for decline in Decline::ALL {
-            assert_eq!(Decline::parse(decline.as_str()), Some(decline));
+        let all = [
+            Decline::Declined,
+            Decline::InsufficientFunds,
+            Decline::UnknownReference,
+            Decline::AlreadySettled,
+            Decline::AmountTooLarge,
+        ];
+        for decline in all {
+            let name = serde_json::to_value(decline).unwrap();
+            assert_eq!(name, decline.as_str());
+            assert_eq!(serde_json::from_value::<Decline>(name).unwrap(), decline);
         }
-        assert_eq!(Decline::parse("stolen"), None);
+        assert!(serde_json::from_value::<Decline>("stolen".into()).is_err());
     }
 }

@@ -2,17 +2,18 @@
 //! `inventory.reserved`.
 //!
 //! A handler decides what its event means for the order's payment
-//! ([`domain::decide`]) and commits that in one transaction with its inbox
-//! row: the payment's new state and, when a call is due, the call's attempt
-//! row. It never calls the provider itself: once committed, the call is
-//! handed to a worker ([`crate::calls`]) and the event is acked, so the
-//! provider's latency never holds a consumer's ack window.
+//! ([`domain::decide`]) and commits that with its inbox row through the
+//! batch writer ([`BatchWriter::apply_once`]): the payment's new state and,
+//! when a call is due, the call's attempt row. It never calls the provider
+//! itself: once committed, the call is handed to a worker ([`crate::calls`])
+//! and the event is acked, so the provider's latency never holds a
+//! consumer's ack window.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use emporium_nats::{
-    BatchError, BatchWriter, Delivery, Handled, Handler, HandlerError, OutboxSignal, SharedClock, event_set,
+    BatchWriter, Delivery, Handled, Handler, HandlerError, OutboxSignal, Retryable, SharedClock, event_set,
 };
 use emporium_schemas::events::inventory::InventoryReserved;
 use emporium_schemas::events::order::{OrderCancelled, OrderConfirmed, OrderPlaced};
@@ -68,7 +69,7 @@ impl Payments {
         settings: &PaymentSettings,
     ) -> Arc<Self> {
         Arc::new(Self {
-            writer: BatchWriter::start(pool.clone()),
+            writer: BatchWriter::start(pool.clone(), outbox.clone()),
             pool,
             outbox,
             clock,
@@ -119,13 +120,11 @@ impl From<sqlx::Error> for ApplyError {
     }
 }
 
-impl From<ApplyError> for HandlerError {
-    fn from(error: ApplyError) -> Self {
-        match &error {
-            ApplyError::Store(_) | ApplyError::Wait(_) => HandlerError::Retry(error.to_string()),
-            ApplyError::Malformed(_) | ApplyError::Journal(_) | ApplyError::Encode(_) | ApplyError::Version(_) => {
-                HandlerError::Reject(error.to_string())
-            }
+impl Retryable for ApplyError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            ApplyError::Store(_) | ApplyError::Wait(_) => true,
+            ApplyError::Malformed(_) | ApplyError::Journal(_) | ApplyError::Encode(_) | ApplyError::Version(_) => false,
         }
     }
 }
@@ -228,7 +227,7 @@ impl Payments {
         Ok(attempt)
     }
 
-    /// Applies `step` to `order`'s payment with `consumer`'s inbox row, in
+    /// Applies `step` to `order`'s payment once for `consumer`'s `event`, in
     /// the batch writer's next transaction; once committed, hands a started
     /// call to a worker.
     async fn apply_event(
@@ -240,11 +239,16 @@ impl Payments {
         origin: Origin,
     ) -> Result<Handled, ApplyError> {
         let this = self.clone();
-        let (handled, call) = self
+        let applied = self
             .writer
-            .run(move |tx| Box::pin(async move { this.apply_in(tx, consumer, event, order, step, origin).await }))
-            .await
-            .map_err(BatchError::into_unit_error)?;
+            .apply_once(consumer, event, move |tx| {
+                Box::pin(async move {
+                    let applied = this.apply_in(tx, order, step, origin).await?;
+                    Ok::<_, ApplyError>((applied, Vec::new()))
+                })
+            })
+            .await?;
+        let Some((handled, call)) = applied else { return Ok(Handled::Skipped) };
         if let Some(call) = call {
             self.dispatch(call);
         }
@@ -255,16 +259,11 @@ impl Payments {
     async fn apply_in(
         &self,
         tx: &mut PgConnection,
-        consumer: &str,
-        event: MessageId,
         order: OrderId,
         step: Step,
         origin: Origin,
     ) -> Result<(Handled, Option<Attempt>), ApplyError> {
         let now = self.clock.now();
-        if !emporium_nats::inbox::record(tx, consumer, event).await? {
-            return Ok((Handled::Skipped, None));
-        }
         let current = store::lock_payment_by_order(tx, order).await?;
         let action = domain::decide(current.as_ref().map(PaymentRow::rules).as_ref(), step.kind());
         let mut call = None;

@@ -32,6 +32,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use emporium_nats::SharedClock;
 use emporium_schemas::values::{Money, PaymentMethod};
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
 use crate::PaymentSettings;
@@ -86,8 +87,9 @@ impl std::str::FromStr for Placement {
     }
 }
 
-/// A request as it arrives.
-#[derive(Debug)]
+/// A request as it arrives (in process, or over the wire of [`remote`]).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "operation", rename_all = "snake_case")]
 enum Request {
     Authorize { method: PaymentMethod, amount: Money },
     Capture { authorization: ProviderRef, amount: Money },
@@ -329,12 +331,18 @@ impl Simulator {
 
     /// Every record, in arrival order (pending ones settled if their time has come).
     pub fn records(&self) -> Vec<ProviderRecord> {
+        self.records_page(0, usize::MAX)
+    }
+
+    /// At most `limit` records from the `from`th on, as [`records`](Self::records) has them.
+    fn records_page(&self, from: usize, limit: usize) -> Vec<ProviderRecord> {
         let now = self.shared.clock.now();
         let mut records = self.shared.records();
-        for index in 0..records.records.len() {
+        let end = from.saturating_add(limit).min(records.records.len());
+        for index in from..end {
             records.settle_if_due(index, now);
         }
-        records.records.clone()
+        records.records.get(from..end).map(<[ProviderRecord]>::to_vec).unwrap_or_default()
     }
 
     /// Test control: authorizations arriving from now on wait at a gate.

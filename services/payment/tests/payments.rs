@@ -15,25 +15,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use emporium_nats::{
-    Acquire, Lease, Leases, ManualClock, OutboxSignal, OutgoingEvent, Publisher, Subscription, Topology, provision,
-};
+use emporium_nats::{Acquire, Lease, Leases, ManualClock, OutboxSignal, OutgoingEvent};
 use emporium_payment::domain::Status;
 use emporium_payment::journal::Account;
 use emporium_payment::provider::{Decline, Provider, ProviderError, ProviderRecord, ProviderRef, RecordState};
 use emporium_payment::store::{self, NewAttempt, PaymentChange, Request};
 use emporium_payment::{Dependencies, PaymentSettings, Payments, Simulator, SimulatorConfig, ledger};
+use emporium_schemas::Origin;
 use emporium_schemas::events::inventory::InventoryReserved;
 use emporium_schemas::events::order::{CancelReason, OrderCancelled, OrderConfirmed, OrderPlaced, OrderStatus};
-use emporium_schemas::values::{
-    Address, CountryCode, Currency, Money, OrderId, PaymentMethod, PricedLine, ProductId, ProductQuantity, Text, UserId,
-};
-use emporium_schemas::{EntityKey, Envelope, Event, Origin, Partition, Seq};
-use emporium_test_harness::{TestDatabase, TestNats, eventually};
+use emporium_schemas::values::{Money, OrderId, PaymentMethod, PricedLine, ProductId, ProductQuantity, UserId};
+use emporium_test_harness::events::event;
+use emporium_test_harness::values::{address, euros};
+use emporium_test_harness::{TestDatabase, TestService, eventually};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// One partition, so each context has one durable consumer to watch.
@@ -50,18 +47,13 @@ struct Seen {
 }
 
 struct World {
-    /// Kept for the test's length: dropping it stops the server.
-    _nats: TestNats,
-    db: TestDatabase,
-    jetstream: async_nats::jetstream::Context,
-    publisher: Publisher,
+    service: TestService,
     clock: ManualClock,
     simulator: Simulator,
     settings: PaymentSettings,
     seen: Arc<Mutex<Vec<Seen>>>,
     /// Held by tests that drive recovery themselves, so the service never runs it.
     _recovery_lease: Option<Lease>,
-    stop: CancellationToken,
 }
 
 /// Who runs recovery steps.
@@ -71,12 +63,6 @@ enum Recovery {
     Service,
     /// The test, through its own engine (the service is kept from leading it).
     Test,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
 }
 
 /// Settings for tests: fast recovery ticks and no capture backoff (the
@@ -107,16 +93,13 @@ impl World {
     ) -> Self {
         let mut settings = test_settings();
         adjust(&mut settings);
-        let nats = TestNats::start().await.unwrap();
-        let jetstream = async_nats::jetstream::new(nats.client().clone());
-        provision(&jetstream, &Topology::new(PARTITIONS, emporium_payment::subscriptions())).await.unwrap();
-        let db = TestDatabase::create().await.unwrap();
-        // Migrated here too, so the test's own queries never race the service's start.
-        emporium_payment::store::migrate(db.pool()).await.unwrap();
+        let service =
+            TestService::prepare(PARTITIONS, emporium_payment::subscriptions(), store::migrate).await.unwrap();
 
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let mut subscriber = nats.client().subscribe("evt.payment.>").await.unwrap();
-        nats.client().flush().await.unwrap();
+        let client = service.nats().client();
+        let mut subscriber = client.subscribe("evt.payment.>").await.unwrap();
+        client.flush().await.unwrap();
         tokio::spawn({
             let seen = seen.clone();
             async move {
@@ -136,7 +119,7 @@ impl World {
         let recovery_lease = match recovery {
             Recovery::Service => None,
             Recovery::Test => {
-                let locks = jetstream.get_key_value(emporium_nats::topology::LOCKS.name).await.unwrap();
+                let locks = service.jetstream().get_key_value(emporium_nats::topology::LOCKS.name).await.unwrap();
                 let leases = Leases::new(locks, "the test", Arc::new(clock.clone()));
                 match leases.acquire(emporium_payment::RECOVERY_LEASE, Duration::from_secs(86_400)).await.unwrap() {
                     Acquire::Acquired(lease) => Some(lease),
@@ -145,71 +128,41 @@ impl World {
             }
         };
         let simulator = Simulator::new(SimulatorConfig::from(&settings), Arc::new(clock.clone()));
-        let stop = CancellationToken::new();
         let deps = Dependencies {
-            pool: db.pool().clone(),
-            nats: nats.client().clone(),
+            pool: service.pool().clone(),
+            nats: client.clone(),
             partitions: PARTITIONS,
             clock: Arc::new(clock.clone()),
             provider: provider(simulator.clone()),
         };
-        tokio::spawn(emporium_payment::run(settings.clone(), deps, stop.clone()));
-        Self {
-            publisher: Publisher::new(jetstream.clone(), PARTITIONS),
-            jetstream,
-            _nats: nats,
-            db,
-            clock,
-            simulator,
-            settings,
-            seen,
-            _recovery_lease: recovery_lease,
-            stop,
-        }
+        service.spawn(|stop| emporium_payment::run(settings.clone(), deps, stop));
+        Self { service, clock, simulator, settings, seen, _recovery_lease: recovery_lease }
     }
 
     fn pool(&self) -> &PgPool {
-        self.db.pool()
+        self.service.pool()
     }
 
     async fn publish(&self, events: &[OutgoingEvent]) {
-        self.publisher.publish_all(events).await.unwrap();
+        self.service.publisher().publish_all(events).await.unwrap();
     }
 
     /// Publishes `event` under `message_id` (JetStream keeps a second copy of
     /// an event only under another id); returns its stream sequence.
     async fn publish_as(&self, event: &OutgoingEvent, message_id: &str) -> u64 {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
-        let ack = self
-            .jetstream
-            .publish_with_headers(event.subject(PARTITIONS), headers, event.payload.clone())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        ack.sequence
+        self.service.publish_as(event, message_id).await.unwrap().sequence
     }
 
     /// Publishes `event` under its own message id and waits until payment's
     /// consumer has acked it (an event that changes nothing leaves nothing else to wait for).
     async fn deliver(&self, event: &OutgoingEvent) {
         let sequence = self.publish_as(event, &event.message_id()).await;
-        self.wait_consumed(event.event_type.context, sequence).await;
+        self.wait_consumed(event, sequence).await;
     }
 
-    /// Waits until payment's consumer of `context` has acked everything up to stream sequence `sequence`.
-    async fn wait_consumed(&self, context: &'static str, sequence: u64) {
-        let subscription = Subscription { service: emporium_payment::SERVICE, context };
-        let durable = subscription.durable_name(Partition::all(PARTITIONS).next().unwrap());
-        let stream = emporium_nats::topology::event_stream(context);
-        let consumed = eventually(WAIT, || async {
-            let mut consumer: async_nats::jetstream::consumer::PullConsumer =
-                self.jetstream.get_stream(&stream).await.unwrap().get_consumer(&durable).await.unwrap();
-            consumer.info().await.unwrap().ack_floor.stream_sequence >= sequence
-        })
-        .await;
-        assert!(consumed, "{durable} never acked stream sequence {sequence}");
+    /// Waits until payment's consumer of `event`'s stream has acked everything up to stream sequence `sequence`.
+    async fn wait_consumed(&self, event: &OutgoingEvent, sequence: u64) {
+        self.service.until_consumed(emporium_payment::SERVICE, event, sequence).await.unwrap();
     }
 
     /// The `payment.*` events of `order` seen so far, in order.
@@ -330,36 +283,6 @@ fn split_sale(alice: UserId, bob: UserId) -> BTreeMap<(Account, Option<Uuid>), i
     ])
 }
 
-fn text(s: &str) -> Text {
-    Text::try_from(s.to_owned()).unwrap()
-}
-
-fn euros(amount: i64) -> Money {
-    Money { amount: amount.try_into().unwrap(), currency: Currency::try_from("EUR".to_owned()).unwrap() }
-}
-
-fn envelope<D: Event>(order: OrderId, seq: u64, data: D) -> OutgoingEvent {
-    let event = Envelope::new(
-        EntityKey::from(*order.as_uuid()),
-        Seq::try_from(seq).unwrap(),
-        Uuid::now_v7(),
-        Uuid::now_v7(),
-        data,
-    );
-    OutgoingEvent::encode(&event).unwrap()
-}
-
-fn address() -> Address {
-    Address {
-        name: text("Ada"),
-        line1: text("1 Loop Road"),
-        line2: None,
-        city: text("London"),
-        postal_code: text("N1"),
-        country: CountryCode::try_from("GB".to_owned()).unwrap(),
-    }
-}
-
 /// An order paid with `token`: (seller, quantity, unit price) per line; the total is their sum.
 fn order_placed(order: OrderId, token: &str, lines: &[(UserId, u32, i64)]) -> OrderPlaced {
     let priced: Vec<PricedLine> = lines
@@ -389,7 +312,7 @@ fn simple_order(order: OrderId, token: &str) -> OrderPlaced {
 }
 
 fn place(placed: &OrderPlaced) -> OutgoingEvent {
-    envelope(placed.order_id, 1, placed.clone())
+    event(*placed.order_id.as_uuid(), 1, placed.clone())
 }
 
 fn reserve(placed: &OrderPlaced) -> OutgoingEvent {
@@ -398,7 +321,7 @@ fn reserve(placed: &OrderPlaced) -> OutgoingEvent {
         lines: placed.lines.map(|l| ProductQuantity { product_id: l.product_id, quantity: l.quantity }),
         expires_at: Utc::now() + chrono::TimeDelta::minutes(10),
     };
-    envelope(placed.order_id, 1, reserved)
+    event(*placed.order_id.as_uuid(), 1, reserved)
 }
 
 fn confirm(placed: &OrderPlaced) -> OutgoingEvent {
@@ -409,7 +332,7 @@ fn confirm(placed: &OrderPlaced) -> OutgoingEvent {
         total: placed.total.clone(),
         shipping_address: placed.shipping_address.clone(),
     };
-    envelope(placed.order_id, 3, confirmed)
+    event(*placed.order_id.as_uuid(), 3, confirmed)
 }
 
 fn cancel(placed: &OrderPlaced, seq: u64, previous_status: OrderStatus) -> OutgoingEvent {
@@ -419,7 +342,7 @@ fn cancel(placed: &OrderPlaced, seq: u64, previous_status: OrderStatus) -> Outgo
         reason: CancelReason::CustomerRequest,
         previous_status,
     };
-    envelope(placed.order_id, seq, cancelled)
+    event(*placed.order_id.as_uuid(), seq, cancelled)
 }
 
 #[tokio::test]
@@ -621,8 +544,8 @@ async fn a_duplicated_or_replayed_event_changes_nothing() {
     world.publish_as(&reservation, &format!("{}.again", reservation.message_id())).await;
     let replay = reserve(&placed);
     let replayed = world.publish_as(&replay, &replay.message_id()).await;
-    world.wait_consumed("order", placed_again).await;
-    world.wait_consumed("inventory", replayed).await;
+    world.wait_consumed(&placement, placed_again).await;
+    world.wait_consumed(&replay, replayed).await;
 
     assert_eq!(world.attempts(order).await, [attempt("authorize", 1, "succeeded")]);
     assert_eq!(world.provider_records(order).await.len(), 1);
@@ -762,6 +685,8 @@ async fn a_crash_between_the_attempt_and_the_call_is_recovered_without_charging_
         let operations: Vec<_> =
             world.provider_records(order).await.into_iter().map(|r| r.operation.as_str()).collect();
         assert_eq!(operations, ["authorize", "capture"], "{order}");
+        // The status is committed a moment before the relay publishes its event.
+        world.wait_for(order, "payment.captured").await;
         assert_eq!(world.types(order), ["payment.authorized", "payment.captured"]);
     }
     world.assert_reconciled().await;

@@ -47,11 +47,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 impl Connections {
     /// Opens NATS and Redis (`client_name` identifies this process to both).
     pub async fn open(settings: &Settings, client_name: &str) -> Result<Self, ConnectError> {
-        let nats = async_nats::ConnectOptions::new()
-            .name(client_name)
-            .retry_on_initial_connect()
-            .connect(settings.nats_url.as_str())
-            .await?;
+        let nats = open_nats(settings, client_name).await?;
         let mut redis_config = RedisConfig::from_url(settings.redis_url.expose_secret())?;
         redis_config.fail_fast = false;
         let redis = fred::types::Builder::from_config(redis_config)
@@ -112,6 +108,16 @@ impl Connections {
             tracing::debug!(%error, "Redis quit at shutdown failed");
         }
     }
+}
+
+/// A NATS client (`client_name` identifies this process) that connects, and
+/// reconnects, in the background: a process that needs only NATS opens this.
+pub async fn open_nats(settings: &Settings, client_name: &str) -> Result<async_nats::Client, ConnectError> {
+    Ok(async_nats::ConnectOptions::new()
+        .name(client_name)
+        .retry_on_initial_connect()
+        .connect(settings.nats_url.as_str())
+        .await?)
 }
 
 /// A readiness probe for a NATS connection: ready while connected.

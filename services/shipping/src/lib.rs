@@ -73,7 +73,7 @@ pub async fn run(settings: ShippingSettings, deps: Dependencies, stop: Cancellat
     let outbox = OutboxSignal::default();
     let (mut runtime, _) =
         ServiceRuntime::start(SERVICE, &deps.pool, &deps.nats, deps.partitions, &deps.clock, &outbox, stop).await?;
-    let shipping = Arc::new(Shipping { pool: deps.pool, outbox, clock: deps.clock, carrier: settings.carrier });
+    let shipping = Arc::new(Shipping::new(deps.pool, outbox, deps.clock, settings.carrier));
 
     runtime.consume(ORDER, OrderEvents(shipping.clone()));
     tracing::info!("shipping ready");

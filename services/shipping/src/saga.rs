@@ -2,14 +2,19 @@
 //! order's shipment, `order.cancelled` cancels it (or, seen first, keeps the
 //! confirmation from creating one).
 //!
-//! Each event is applied in one transaction with its inbox row and the
-//! events it causes, so a redelivered event changes nothing; the shipment id
-//! is derived from the order id, so even a replay under a new event id
-//! ([`domain::on_order`] decides it is `Nothing`) cannot create a second one.
+//! Each event is applied once through the batch writer
+//! ([`BatchWriter::apply_once`]): its inbox row, its changes and the events
+//! it causes commit together, so a redelivered event changes nothing; the
+//! shipment id is derived from the order id, so even a replay under a new
+//! event id ([`domain::on_order`] decides it is `Nothing`) cannot create a
+//! second one.
 
 use std::sync::Arc;
 
-use emporium_nats::{Delivery, Handled, Handler, HandlerError, OutboxSignal, OutgoingEvent, SharedClock, event_set};
+use emporium_nats::{
+    BatchWriter, Delivery, Handled, Handler, HandlerError, OutboxSignal, OutgoingEvent, Retryable, SharedClock,
+    event_set,
+};
 use emporium_schemas::commands::order::ShipmentStatus;
 use emporium_schemas::commands::shipping::ShipmentDetails;
 use emporium_schemas::events::order::{OrderCancelled, OrderConfirmed};
@@ -29,6 +34,8 @@ pub struct Shipping {
     pub clock: SharedClock,
     /// The carrier named on every new shipment.
     pub carrier: Text,
+    /// Commits the event handlers' transactions in batches.
+    writer: BatchWriter,
 }
 
 /// Why applying an event or a move failed: storage (retry) or an event we
@@ -47,12 +54,9 @@ impl From<sqlx::Error> for ApplyError {
     }
 }
 
-impl From<ApplyError> for HandlerError {
-    fn from(error: ApplyError) -> Self {
-        match &error {
-            ApplyError::Store(store) => HandlerError::Retry(store.to_string()),
-            ApplyError::Encode(_) => HandlerError::Reject(error.to_string()),
-        }
+impl Retryable for ApplyError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, ApplyError::Store(_))
     }
 }
 
@@ -68,6 +72,10 @@ pub(crate) fn announce<D: Event>(
 }
 
 impl Shipping {
+    pub fn new(pool: PgPool, outbox: OutboxSignal, clock: SharedClock, carrier: Text) -> Self {
+        Self { writer: BatchWriter::start(pool.clone(), outbox.clone()), pool, outbox, clock, carrier }
+    }
+
     /// Applies `step` to `order` in `tx`; returns the events to commit with it.
     async fn step(
         &self,
@@ -121,27 +129,29 @@ impl Shipping {
         }
     }
 
-    /// Runs `step` with `consumer`'s inbox entry for `event` in one transaction.
-    pub async fn apply_order_event(
-        &self,
-        consumer: &str,
+    /// Applies `step` once for `consumer`'s `event`, in the batch writer's
+    /// next transaction. `Skipped` for an event applied before, and for one
+    /// that announces nothing.
+    async fn apply_event(
+        self: &Arc<Self>,
+        consumer: &'static str,
         event: MessageId,
         order: OrderId,
         step: OrderStep,
         origin: Origin,
     ) -> Result<Handled, ApplyError> {
-        let mut tx = self.pool.begin().await?;
-        if !emporium_nats::inbox::record(&mut tx, consumer, event).await? {
-            return Ok(Handled::Skipped);
-        }
-        let events = self.step(&mut tx, order, step, origin).await?;
-        emporium_nats::outbox::append(&mut tx, &events).await?;
-        tx.commit().await?;
-        if events.is_empty() {
-            return Ok(Handled::Skipped);
-        }
-        self.outbox.wake();
-        Ok(Handled::Applied)
+        let this = self.clone();
+        let applied = self
+            .writer
+            .apply_once(consumer, event, move |tx| {
+                Box::pin(async move {
+                    let events = this.step(tx, order, step, origin).await?;
+                    let handled = if events.is_empty() { Handled::Skipped } else { Handled::Applied };
+                    Ok::<_, ApplyError>((handled, events))
+                })
+            })
+            .await?;
+        Ok(applied.unwrap_or(Handled::Skipped))
     }
 }
 
@@ -170,6 +180,6 @@ impl Handler for OrderEvents {
             OrderEvent::Confirmed(confirmed) => (confirmed.order_id, OrderStep::Confirmed),
             OrderEvent::Cancelled(cancelled) => (cancelled.order_id, OrderStep::Cancelled),
         };
-        Ok(self.0.apply_order_event(ORDER_CONSUMER, event.id, order, step, origin).await?)
+        Ok(self.0.apply_event(ORDER_CONSUMER, event.id, order, step, origin).await?)
     }
 }

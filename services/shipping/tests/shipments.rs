@@ -6,31 +6,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
-use emporium_nats::{Caller, Delivery, Handled, Handler, ManualClock, OutboxSignal, SharedClock, Topology, provision};
+use emporium_nats::{Delivery, Handled, Handler, ManualClock, OutboxSignal, SharedClock};
 use emporium_schemas::commands::order::ShipmentStatus;
 use emporium_schemas::commands::shipping::{DeliverShipment, ShipShipment, ShipmentDetails};
 use emporium_schemas::events::order::{CancelReason, OrderCancelled, OrderConfirmed, OrderStatus};
-use emporium_schemas::values::{
-    Address, CountryCode, Currency, Money, OrderId, PricedLine, ProductId, Role, ShipmentId, Text, UserId,
-};
+use emporium_schemas::values::{OrderId, PricedLine, ProductId, Role, ShipmentId, UserId};
 use emporium_schemas::{CommandEnvelope, EntityKey, Envelope, ErrorKind, Principal, Reply, Seq};
 use emporium_shipping::saga::{OrderEvent, OrderEvents, Shipping};
-use emporium_shipping::{Dependencies, ShippingSettings, domain};
-use emporium_test_harness::{TestDatabase, TestNats};
+use emporium_shipping::{ShippingSettings, domain};
+use emporium_test_harness::values::{address, euros, text};
+use emporium_test_harness::{TestDatabase, TestService};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-fn text(s: &str) -> Text {
-    Text::try_from(s.to_owned()).unwrap()
-}
-
-fn euros(amount: i64) -> Money {
-    Money { amount: amount.try_into().unwrap(), currency: Currency::try_from("EUR".to_owned()).unwrap() }
-}
 
 fn confirmed(order: OrderId) -> Envelope<OrderEvent> {
     let line = PricedLine {
@@ -44,14 +33,7 @@ fn confirmed(order: OrderId) -> Envelope<OrderEvent> {
         customer_id: UserId::new_v7(),
         lines: vec![line].try_into().unwrap(),
         total: euros(3000),
-        shipping_address: Address {
-            name: text("Ada"),
-            line1: text("1 Loop Road"),
-            line2: None,
-            city: text("London"),
-            postal_code: text("N1"),
-            country: CountryCode::try_from("GB".to_owned()).unwrap(),
-        },
+        shipping_address: address(),
     };
     envelope(order, 3, OrderEvent::Confirmed(data))
 }
@@ -75,28 +57,28 @@ fn delivery(attempt: i64) -> Delivery {
     Delivery { subject: "evt.order.test".to_owned(), stream_sequence: 1, attempt }
 }
 
-/// A migrated database and the order event handler on it, without NATS.
+/// A migrated database of the test's own, for the store without NATS.
+async fn database() -> TestDatabase {
+    let db = TestDatabase::create().await.unwrap();
+    emporium_shipping::store::migrate(db.pool()).await.unwrap();
+    db
+}
+
+/// The order event handler on a migrated database.
 struct Store {
-    db: TestDatabase,
+    pool: PgPool,
     handler: OrderEvents,
 }
 
 impl Store {
-    async fn start() -> Self {
-        let db = TestDatabase::create().await.unwrap();
-        emporium_shipping::store::migrate(db.pool()).await.unwrap();
+    fn on(pool: &PgPool) -> Self {
         let clock: SharedClock = Arc::new(ManualClock::at(Utc::now()));
-        let shipping = Shipping {
-            pool: db.pool().clone(),
-            outbox: OutboxSignal::default(),
-            clock,
-            carrier: text("Emporium Post"),
-        };
-        Self { db, handler: OrderEvents(Arc::new(shipping)) }
+        let shipping = Shipping::new(pool.clone(), OutboxSignal::default(), clock, text("Emporium Post"));
+        Self { pool: pool.clone(), handler: OrderEvents(Arc::new(shipping)) }
     }
 
     fn pool(&self) -> &PgPool {
-        self.db.pool()
+        &self.pool
     }
 
     async fn handle(&self, event: &Envelope<OrderEvent>, attempt: i64) -> Handled {
@@ -119,7 +101,8 @@ async fn outbox(pool: &PgPool) -> Vec<(String, String, i64)> {
 
 #[tokio::test]
 async fn a_redelivered_order_confirmed_creates_no_second_shipment_and_no_second_event() {
-    let store = Store::start().await;
+    let db = database().await;
+    let store = Store::on(db.pool());
     let order = OrderId::new_v7();
     let event = confirmed(order);
 
@@ -138,7 +121,8 @@ async fn a_redelivered_order_confirmed_creates_no_second_shipment_and_no_second_
 
 #[tokio::test]
 async fn a_cancellation_seen_before_the_confirmation_keeps_it_from_creating_a_shipment() {
-    let store = Store::start().await;
+    let db = database().await;
+    let store = Store::on(db.pool());
     let order = OrderId::new_v7();
 
     assert_eq!(store.handle(&cancelled(order), 1).await, Handled::Skipped, "nothing to announce");
@@ -150,7 +134,8 @@ async fn a_cancellation_seen_before_the_confirmation_keeps_it_from_creating_a_sh
 
 #[tokio::test]
 async fn a_cancelled_order_cancels_its_shipment_once() {
-    let store = Store::start().await;
+    let db = database().await;
+    let store = Store::on(db.pool());
     let order = OrderId::new_v7();
     store.handle(&confirmed(order), 1).await;
     let cancel = cancelled(order);
@@ -169,57 +154,33 @@ async fn a_cancelled_order_cancels_its_shipment_once() {
 
 /// The whole service on a private NATS server, for the carrier's commands.
 struct World {
-    nats: TestNats,
+    service: TestService,
+    /// The order event handler on the service's database, to make shipments.
     store: Store,
-    stop: CancellationToken,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
 }
 
 impl World {
     async fn start() -> Self {
-        let nats = TestNats::start().await.unwrap();
-        let jetstream = async_nats::jetstream::new(nats.client().clone());
-        provision(&jetstream, &Topology::new(1, emporium_shipping::subscriptions())).await.unwrap();
-        let store = Store::start().await;
-        let stop = CancellationToken::new();
-        let deps = Dependencies {
-            pool: store.pool().clone(),
-            nats: nats.client().clone(),
-            partitions: 1,
-            clock: Arc::new(ManualClock::at(Utc::now())),
-        };
+        let service = TestService::prepare(1, emporium_shipping::subscriptions(), emporium_shipping::store::migrate)
+            .await
+            .unwrap();
+        let deps = service.dependencies(Arc::new(ManualClock::at(Utc::now())));
         let settings = ShippingSettings::from_source(|_| None).unwrap();
-        tokio::spawn(emporium_shipping::run(settings, deps, stop.clone()));
-        let world = Self { nats, store, stop };
-        let up = emporium_test_harness::eventually(Duration::from_secs(20), || async {
-            // Any answer means shipping is subscribed.
-            let probe = CommandEnvelope::new(None, None, ShipShipment { shipment_id: ShipmentId::new_v7() });
-            world.caller().call::<_, ShipmentDetails>(&probe, "probe").await.is_ok()
-        })
-        .await;
-        assert!(up, "shipping never answered");
-        world
-    }
-
-    fn caller(&self) -> Caller {
-        Caller::new(self.nats.client().clone(), Duration::from_secs(5))
+        service.spawn(|stop| emporium_shipping::run(settings, deps, stop));
+        service.until_answering("shipping", ShipShipment { shipment_id: ShipmentId::new_v7() }).await.unwrap();
+        Self { store: Store::on(service.pool()), service }
     }
 
     async fn ship(&self, shipment: ShipmentId, role: Role) -> Reply<ShipmentDetails> {
         let principal = Principal { user_id: UserId::new_v7(), role };
         let command = CommandEnvelope::new(None, Some(principal), ShipShipment { shipment_id: shipment });
-        self.caller().call(&command, "test").await.unwrap()
+        self.service.caller().call(&command, "test").await.unwrap()
     }
 
     async fn deliver(&self, shipment: ShipmentId) -> Reply<ShipmentDetails> {
         let principal = Principal { user_id: UserId::new_v7(), role: Role::Admin };
         let command = CommandEnvelope::new(None, Some(principal), DeliverShipment { shipment_id: shipment });
-        self.caller().call(&command, "test").await.unwrap()
+        self.service.caller().call(&command, "test").await.unwrap()
     }
 
     /// A shipment created for a new order; returns the order and the shipment.
@@ -270,7 +231,7 @@ async fn the_carrier_moves_a_shipment_only_forward_and_only_as_an_admin() {
     assert_eq!(refused(world.ship(shipment, Role::Customer).await), ErrorKind::Forbidden);
     assert_eq!(refused(world.ship(shipment, Role::Seller).await), ErrorKind::Forbidden);
     let anonymous = CommandEnvelope::new(None, None, ShipShipment { shipment_id: shipment });
-    let anonymous: Reply<ShipmentDetails> = world.caller().call(&anonymous, "test").await.unwrap();
+    let anonymous: Reply<ShipmentDetails> = world.service.caller().call(&anonymous, "test").await.unwrap();
     assert_eq!(refused(anonymous), ErrorKind::Unauthenticated);
     assert_eq!(refused(world.ship(ShipmentId::new_v7(), Role::Admin).await), ErrorKind::NotFound);
 

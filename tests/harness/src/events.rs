@@ -1,12 +1,33 @@
-//! Sample events for tests and benchmarks that need some registered event
-//! and care only about its envelope (key, seq, ids); and bad ones, for tests
-//! of what consumers make of them.
+//! Events for tests: any payload in an envelope of a key and seq; sample
+//! events for tests and benchmarks that need some registered event and care
+//! only about its envelope (key, seq, ids); and bad ones, for tests of what
+//! consumers make of them.
 
+use emporium_nats::OutgoingEvent;
 use emporium_schemas::events::order::OrderShipped;
 use emporium_schemas::values::{OrderId, ShipmentId, UserId};
-use emporium_schemas::{EntityKey, Envelope, EventType, MAX_EVENT_BYTES, Partition, Seq};
+use emporium_schemas::{EntityKey, Envelope, Event, EventType, MAX_EVENT_BYTES, Partition, Seq};
 use serde_json::json;
 use uuid::Uuid;
+
+/// `data` as the event of `key`'s entity at `seq`, in a flow of its own.
+///
+/// # Panics
+/// If `seq` is 0.
+#[allow(clippy::expect_used)] // test support: a bad seq is the caller's bug
+pub fn envelope<D>(key: impl Into<EntityKey>, seq: u64, data: D) -> Envelope<D> {
+    let seq = Seq::try_from(seq).expect("seq starts at 1");
+    Envelope::new(key.into(), seq, Uuid::now_v7(), Uuid::now_v7(), data)
+}
+
+/// [`envelope`], encoded for publishing (or an outbox).
+///
+/// # Panics
+/// If `seq` is 0.
+#[allow(clippy::expect_used)] // a registered event always encodes
+pub fn event<D: Event>(key: impl Into<EntityKey>, seq: u64, data: D) -> OutgoingEvent {
+    OutgoingEvent::encode(&envelope(key, seq, data)).expect("an event encodes")
+}
 
 /// An `order.shipped` payload with fresh ids.
 pub fn shipped_payload() -> OrderShipped {
@@ -17,10 +38,8 @@ pub fn shipped_payload() -> OrderShipped {
 ///
 /// # Panics
 /// If `seq` is 0.
-#[allow(clippy::expect_used)] // test support: a bad seq is the caller's bug
 pub fn order_shipped(key: &EntityKey, seq: u64) -> Envelope<OrderShipped> {
-    let seq = Seq::try_from(seq).expect("seq starts at 1");
-    Envelope::new(key.clone(), seq, Uuid::now_v7(), Uuid::now_v7(), shipped_payload())
+    envelope(key.clone(), seq, shipped_payload())
 }
 
 /// A message on an event subject that no consumer may take.

@@ -6,11 +6,15 @@
 //!   which a test may stop and restart; [`TestNats`] hands one out (or, where no
 //!   `nats-server` binary exists, the shared server with unique names).
 //!
+//! - [`TestService`]: one event-driven service under test, on a private NATS
+//!   server provisioned for it and a fresh database migrated for it.
+//!
 //! - [`PostgresServer`], [`RedisServer`]: private servers as child processes,
 //!   for runs that kill and restart them (`just chaos`) or measure them alone
 //!   (`just bench`).
 //!
-//! - [`events`]: sample events for tests that only care about envelopes.
+//! - [`events`]: events for tests, and sample ones for tests that only care
+//!   about envelopes; [`values`]: sample values (text, euros, an address).
 //! - [`smtp`]: a tiny SMTP server that records the mail it is handed.
 //!
 //! Server URLs come from `DATABASE_URL`, `REDIS_URL`, `NATS_URL`; when one is
@@ -23,12 +27,15 @@ mod nats;
 mod postgres;
 mod redis;
 mod servers;
+mod service;
 pub mod smtp;
+pub mod values;
 
 pub use nats::{NatsServer, TestNats};
 pub use postgres::TestDatabase;
 pub use redis::TestRedis;
-pub use servers::{PostgresServer, RedisServer};
+pub use servers::{PostgresServer, RedisServer, free_port, stop_gracefully};
+pub use service::TestService;
 pub use smtp::SmtpServer;
 
 /// A server a test needs could not be had.
@@ -40,6 +47,8 @@ pub enum HarnessError {
     Container(#[from] testcontainers::TestcontainersError),
     #[error("Postgres: {0}")]
     Postgres(#[from] sqlx::Error),
+    #[error("migrating: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("Redis: {0}")]
     Redis(#[from] fred::error::Error),
     #[error("NATS: {0}")]
@@ -48,6 +57,12 @@ pub enum HarnessError {
     Server { name: &'static str, reason: String },
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl HarnessError {
+    fn nats(error: impl std::fmt::Display) -> Self {
+        Self::Nats(error.to_string())
+    }
 }
 
 /// Shows tracing output when `TEST_LOG` is set; otherwise tests stay quiet.

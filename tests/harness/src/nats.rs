@@ -47,9 +47,7 @@ impl NatsServer {
         init_tracing();
         let binary = find_binary().ok_or_else(|| HarnessError::Nats("no nats-server binary found".to_owned()))?;
         let store = tempfile::tempdir()?;
-        // Ask the OS for a free port, then hand it to the server. Another process could
-        // take it in between; start() then fails and the test says so plainly.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = crate::free_port()?;
         let mut server = Self { binary, port, store, child: None };
         server.launch().await?;
         Ok(server)
@@ -124,7 +122,7 @@ impl TestNats {
             let (url, container) = containers::url_or_container("NATS_URL", containers::nats).await?;
             (url, None, container)
         };
-        let client = async_nats::connect(url.as_str()).await.map_err(|e| HarnessError::Nats(e.to_string()))?;
+        let client = async_nats::connect(url.as_str()).await.map_err(HarnessError::nats)?;
         let prefix = unique_name("T").to_uppercase();
         Ok(Self { client, url, prefix, server, _container: container })
     }

@@ -17,7 +17,7 @@ const POSTGRES_BIN_DIRS: &str = "/usr/lib/postgresql";
 
 /// A free port on the loopback interface. Another process could take it
 /// before the server binds it; the start then fails and says so.
-fn free_port() -> Result<u16, HarnessError> {
+pub fn free_port() -> Result<u16, HarnessError> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -152,7 +152,12 @@ impl PostgresServer {
 
     /// The server URL (database `postgres`).
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        self.database_url("postgres")
+    }
+
+    /// The URL of one database on this server.
+    pub fn database_url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
     /// The postmaster's process id while it runs.
@@ -163,15 +168,10 @@ impl PostgresServer {
     /// Stops the server the way an operator restarting it would (fast
     /// shutdown: open transactions are rolled back, clients disconnected).
     pub async fn stop(&mut self) -> Result<(), HarnessError> {
-        if let Some(mut child) = self.child.take() {
-            if let Some(pid) = child.id() {
-                signal(pid, "INT").await?;
-            }
-            if tokio::time::timeout(Duration::from_secs(30), child.wait()).await.is_err() {
-                child.kill().await?;
-            }
+        match self.child.take() {
+            Some(child) => stop_gracefully(child, "INT").await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Stops and starts the server again on the same port with the same data.
@@ -230,7 +230,14 @@ impl RedisServer {
     }
 }
 
-async fn signal(pid: u32, name: &str) -> Result<(), HarnessError> {
-    Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().await?;
+/// Sends `child` the signal `name` (`INT`, `TERM`, …) that asks it to stop
+/// and waits for it to exit; kills it if it is still there after 30 s.
+pub async fn stop_gracefully(mut child: Child, name: &str) -> Result<(), HarnessError> {
+    if let Some(pid) = child.id() {
+        Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().await?;
+    }
+    if tokio::time::timeout(Duration::from_secs(30), child.wait()).await.is_err() {
+        child.kill().await?;
+    }
     Ok(())
 }

@@ -1,11 +1,11 @@
 //! What a load run reads off the machine and the servers: CPU time per
-//! process, Postgres commits, work still queued, and the raw Postgres limit.
+//! process, Postgres commits, how long queued work takes to drain, and the
+//! raw Postgres limit.
 
 use std::time::Duration;
 
-use anyhow::Context;
-use futures::TryStreamExt;
-use sqlx::postgres::PgPoolOptions;
+use emporium_system::invariants::{self, Databases};
+use emporium_test_harness::PostgresServer;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::time::Instant;
 
@@ -24,17 +24,14 @@ fn stat_fields(pid: u32) -> Option<Vec<u64>> {
 /// exited), plus those of its living children when `with_children`.
 pub fn cpu_seconds(pid: u32, with_children: bool) -> f64 {
     // After the name: state(0) ppid(1) … utime(11) stime(12) cutime(13) cstime(14).
-    let Some(fields) = stat_fields(pid) else { return 0.0 };
-    let field = |n: usize| fields.get(n).copied().unwrap_or(0);
-    let mut ticks = field(11) + field(12) + field(13) + field(14);
+    let ticks = |pid: u32, fields: std::ops::Range<usize>| {
+        stat_fields(pid).map_or(0, |stat| fields.filter_map(|n| stat.get(n)).sum::<u64>())
+    };
+    let mut total = ticks(pid, 11..15);
     if with_children {
-        for child in children(pid) {
-            if let Some(fields) = stat_fields(child) {
-                ticks += fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
-            }
-        }
+        total += children(pid).into_iter().map(|child| ticks(child, 11..13)).sum::<u64>();
     }
-    ticks as f64 / TICKS_PER_SEC
+    total as f64 / TICKS_PER_SEC
 }
 
 /// This process's own CPU seconds.
@@ -103,57 +100,35 @@ pub async fn statements(server: &PgPool, checkouts: f64, top: i64) -> anyhow::Re
         .collect())
 }
 
-/// Work not yet done: messages pending or unacknowledged on every durable
-/// consumer, plus outbox rows not yet published, over every service.
-pub async fn backlog(jetstream: &async_nats::jetstream::Context, outboxes: &[PgPool]) -> anyhow::Result<u64> {
-    let mut backlog = 0;
-    let mut names = jetstream.stream_names();
-    while let Some(stream) = names.try_next().await? {
-        let stream = jetstream.get_stream(&stream).await?;
-        let mut consumers = stream.consumers();
-        while let Some(info) = consumers.try_next().await? {
-            backlog += info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(0);
-        }
-    }
-    for pool in outboxes {
-        let unpublished: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetch_one(pool).await?;
-        backlog += u64::try_from(unpublished).unwrap_or(0);
-    }
-    Ok(backlog)
-}
-
-/// How long until nothing is queued anywhere, polling every 100 ms for at most `patience`.
+/// How long until no work is queued anywhere (no unpublished outbox row, no
+/// message a consumer has not been given or not acked: [`invariants::queued`]),
+/// polling every 100 ms for at most `patience`.
 pub async fn drained_within(
+    databases: &Databases,
     jetstream: &async_nats::jetstream::Context,
-    outboxes: &[PgPool],
     patience: Duration,
 ) -> anyhow::Result<Option<Duration>> {
     let started = Instant::now();
-    let mut last = u64::MAX;
     while started.elapsed() < patience {
-        let queued = backlog(jetstream, outboxes).await?;
-        if queued == 0 {
+        let queued = invariants::queued(databases, jetstream).await?;
+        if queued.is_empty() {
             return Ok(Some(started.elapsed()));
         }
-        if queued != last {
-            tracing::debug!(queued, "waiting for the stack to drain");
-            last = queued;
-        }
+        tracing::debug!(?queued, "waiting for the stack to drain");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(None)
 }
 
-/// The raw limit of the Postgres server at `server_url`: transactions of two
-/// single-row inserts each, committed durably, from `clients` connections
-/// for `period`. Returns transactions per second.
-pub async fn raw_postgres(server_url: &str, clients: usize, period: Duration) -> anyhow::Result<f64> {
-    let admin = PgPoolOptions::new().max_connections(1).connect(server_url).await?;
-    sqlx::query("DROP DATABASE IF EXISTS raw_limit").execute(&admin).await?;
-    sqlx::query("CREATE DATABASE raw_limit").execute(&admin).await?;
-    admin.close().await;
-    let url = server_url.rsplit_once('/').map(|(server, _)| format!("{server}/raw_limit")).context("server url")?;
+/// The raw limit of `server`: transactions of two single-row inserts each,
+/// committed durably, from `clients` connections for `period`. Returns
+/// transactions per second.
+pub async fn raw_postgres(server: &PostgresServer, clients: usize, period: Duration) -> anyhow::Result<f64> {
+    let mut admin = PgConnection::connect(&server.url()).await?;
+    sqlx::query("DROP DATABASE IF EXISTS raw_limit").execute(&mut admin).await?;
+    sqlx::query("CREATE DATABASE raw_limit").execute(&mut admin).await?;
+    admin.close().await?;
+    let url = server.database_url("raw_limit");
     let mut setup = PgConnection::connect(&url).await?;
     sqlx::query("CREATE TABLE events (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), body text)")
         .execute(&mut setup)

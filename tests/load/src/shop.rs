@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use futures::StreamExt;
+use emporium_system::shop::address;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -26,11 +27,6 @@ pub struct Shop {
     http: reqwest::Client,
     base: String,
     pub products: Vec<String>,
-}
-
-/// The shipping address every load checkout uses.
-pub fn address() -> Value {
-    json!({ "name": "Ada Load", "line1": "1 Bench Street", "city": "Lisbon", "postal_code": "1000-001", "country": "PT" })
 }
 
 impl Shop {
@@ -63,6 +59,11 @@ impl Shop {
         let session: Value = self.post_patiently("/api/v1/auth/login", &login).await?.json().await?;
         let token = session["access_token"].as_str().context("login without an access token")?.to_owned();
         Ok(Account { token })
+    }
+
+    /// Registers and signs in `count` new accounts with `role`, a few at a time.
+    pub async fn accounts(&self, role: &str, count: usize) -> anyhow::Result<Vec<Account>> {
+        futures::stream::iter(0..count).map(|_| self.account(role)).buffer_unordered(16).try_collect().await
     }
 
     /// POSTs `body`, waiting out 503s (password hashing sheds load) as a client would.
@@ -102,27 +103,43 @@ impl Shop {
     }
 
     /// Fills the customer's cart with one unit of each of `products`, then
-    /// checks out. Returns the order id and when the checkout was sent.
+    /// checks out; an outage fails it. Returns the order id and when the checkout was sent.
     pub async fn checkout(&self, customer: &Account, products: &[&str]) -> anyhow::Result<(String, Instant)> {
+        let checkout = self.checkout_through_outages(customer, products, "tok_visa", Duration::ZERO).await?;
+        Ok((checkout.order, checkout.sent))
+    }
+
+    /// [`checkout`](Self::checkout) paying with `method`, each request riding
+    /// out outages for up to `patience` as [`send_through_outages`](Self::send_through_outages) does.
+    pub async fn checkout_through_outages(
+        &self,
+        customer: &Account,
+        products: &[&str],
+        method: &str,
+        patience: Duration,
+    ) -> anyhow::Result<Checkout> {
+        let mut retries = 0;
         for product in products {
             let line = json!({ "product_id": product, "quantity": 1 });
-            self.send(customer, reqwest::Method::POST, "/api/v1/cart/items", &line).await?;
+            let added = self
+                .send_through_outages(customer, reqwest::Method::POST, "/api/v1/cart/items", &line, None, patience)
+                .await?;
+            retries += added.retries;
+            ensure!(added.status == 200, "adding to the cart: {} {}", added.status, added.body);
         }
-        let body = json!({ "shipping_address": address(), "payment_method": "tok_visa" });
+        let body = json!({ "shipping_address": address(), "payment_method": method });
+        let key = uuid::Uuid::now_v7().to_string();
         let sent = Instant::now();
-        let response = self
-            .http
-            .post(format!("{}/api/v1/cart/checkout", self.base))
-            .bearer_auth(&customer.token)
-            .header("idempotency-key", uuid::Uuid::now_v7().to_string())
-            .json(&body)
-            .send()
+        let accepted = self
+            .send_through_outages(customer, reqwest::Method::POST, "/api/v1/cart/checkout", &body, Some(&key), patience)
             .await?;
-        let status = response.status();
-        ensure!(status == 202, "checkout: {status} {}", response.text().await.unwrap_or_default());
-        let accepted: Value = response.json().await?;
-        let order = accepted["order_id"].as_str().context("checkout without an order id")?.to_owned();
-        Ok((order, sent))
+        retries += accepted.retries;
+        ensure!(accepted.status == 202, "checking out: {} {}", accepted.status, accepted.body);
+        let order = serde_json::from_str::<Value>(&accepted.body)
+            .ok()
+            .and_then(|accepted| accepted["order_id"].as_str().map(str::to_owned))
+            .with_context(|| format!("checking out: 202 without an order id: {}", accepted.body))?;
+        Ok(Checkout { order, sent, retries })
     }
 
     /// Sends a request as a client that rides out outages: again and again,
@@ -171,6 +188,16 @@ impl Shop {
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// How long it waits for one try's answer (the gateway gives up on its services sooner).
 const TRY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A checkout the gateway accepted.
+#[derive(Debug, Clone)]
+pub struct Checkout {
+    pub order: String,
+    /// When the checkout request was first sent.
+    pub sent: Instant,
+    /// Tries of its requests that met a connection error, a 5xx or a 429.
+    pub retries: u32,
+}
 
 /// The answer a client riding out outages got in the end.
 #[derive(Debug, Clone)]

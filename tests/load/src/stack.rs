@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use emporium_test_harness::{NatsServer, PostgresServer, RedisServer};
+use emporium_test_harness::{NatsServer, PostgresServer, RedisServer, free_port, stop_gracefully};
 use tokio::process::{Child, Command};
 
 /// Every service `emporium run` knows, in the order a stack starts them.
@@ -61,10 +61,6 @@ impl std::fmt::Debug for ProcessStack {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 impl ProcessStack {
     /// Starts the servers, provisions them (`emporium provision`) and starts
     /// the services as `layout` says, with `env` on top of the stack's own
@@ -85,8 +81,13 @@ impl ProcessStack {
         let redis = RedisServer::start().await.context("starting a private Redis")?;
         let logs = tempfile::Builder::new().prefix("emporium-stack-").tempdir()?;
         let gateway_port = free_port()?;
+        let unlimited = u32::MAX.to_string();
         let mut base = vec![
             ("EMPORIUM_ENV".to_owned(), "development".to_owned()),
+            // A run's customers all come from this one address.
+            ("GATEWAY_RATE_LIMIT_PER_IP".to_owned(), unlimited.clone()),
+            ("GATEWAY_RATE_LIMIT_PER_USER".to_owned(), unlimited.clone()),
+            ("GATEWAY_RATE_LIMIT_AUTH_PER_IP".to_owned(), unlimited),
             ("DATABASE_URL".to_owned(), postgres.url()),
             ("NATS_URL".to_owned(), nats.url()),
             ("REDIS_URL".to_owned(), redis.url()),
@@ -217,10 +218,7 @@ impl ProcessStack {
 
     /// A service's own database URL on the private server.
     pub fn database_url(&self, service: &str) -> String {
-        // The path is the database: only the last `/postgres` (the user is `postgres` too).
-        let url = self.postgres.url();
-        let server = url.rsplit_once('/').map_or(url.as_str(), |(server, _)| server);
-        format!("{server}/emporium_{service}")
+        self.postgres.database_url(&emporium_platform::connections::database_name(service))
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
@@ -241,13 +239,8 @@ impl ProcessStack {
     /// Stops every process the way an operator does (SIGTERM: drain, then exit).
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         for process in self.processes.values_mut() {
-            if let Some(mut child) = process.child.take() {
-                if let Some(pid) = child.id() {
-                    Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
-                }
-                if tokio::time::timeout(Duration::from_secs(30), child.wait()).await.is_err() {
-                    child.kill().await?;
-                }
+            if let Some(child) = process.child.take() {
+                stop_gracefully(child, "TERM").await?;
             }
         }
         Ok(())

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::shop::{Account, Shop, address};
+use crate::shop::{Account, Shop};
 
 /// How long one request may go on meeting outages before the run calls it lost.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -111,7 +111,7 @@ impl Customer {
                 _ = stop.wait_for(|stopping| *stopping) => break,
             }
             if let Err(failure) = self.check_out(number, &mut report).await {
-                report.failures.push(failure);
+                report.failures.push(format!("{failure:#}"));
             }
             number += step;
         }
@@ -119,53 +119,26 @@ impl Customer {
     }
 
     /// Checkout `number`: one product into the cart, then the checkout.
-    async fn check_out(&self, number: usize, report: &mut LoadReport) -> Result<(), String> {
-        let product = &self.shop.products[number % self.shop.products.len()];
-        let line = json!({ "product_id": product, "quantity": 1 });
-        let added = self.send(reqwest::Method::POST, "/api/v1/cart/items", &line, None, report).await?;
-        expect(&added, &[200], "adding to the cart")?;
-
+    async fn check_out(&self, number: usize, report: &mut LoadReport) -> anyhow::Result<()> {
+        let product = self.shop.products[number % self.shop.products.len()].as_str();
         let method = if number % 10 == 9 { "tok_declined" } else { "tok_visa" };
-        let body = json!({ "shipping_address": address(), "payment_method": method });
-        let key = uuid::Uuid::now_v7().to_string();
-        let checkout = self.send(reqwest::Method::POST, "/api/v1/cart/checkout", &body, Some(&key), report).await?;
-        expect(&checkout, &[202], "checking out")?;
-        let order = serde_json::from_str::<Value>(&checkout.1)
-            .ok()
-            .and_then(|accepted| accepted["order_id"].as_str().map(str::to_owned))
-            .ok_or_else(|| format!("checking out: 202 without an order id: {}", checkout.1))?;
+        let checkout = self.shop.checkout_through_outages(&self.account, &[product], method, PATIENCE).await?;
+        report.retries += u64::from(checkout.retries);
         self.accepted.fetch_add(1, Ordering::Relaxed);
 
         if number % 10 == 4
             && let Some(previous) = report.accepted.last().cloned()
         {
             let path = format!("/api/v1/orders/{previous}/cancel");
-            let cancelled = self.send(reqwest::Method::POST, &path, &json!({}), None, report).await?;
-            expect(&cancelled, &[200], "cancelling")?;
+            let cancelled = self
+                .shop
+                .send_through_outages(&self.account, reqwest::Method::POST, &path, &json!({}), None, PATIENCE)
+                .await?;
+            report.retries += u64::from(cancelled.retries);
+            anyhow::ensure!(cancelled.status == 200, "cancelling: {} {}", cancelled.status, cancelled.body);
             report.cancelled.push(previous);
         }
-        report.accepted.push(order);
+        report.accepted.push(checkout.order);
         Ok(())
     }
-
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: &Value,
-        key: Option<&str>,
-        report: &mut LoadReport,
-    ) -> Result<(u16, String), String> {
-        let answer = self
-            .shop
-            .send_through_outages(&self.account, method, path, body, key, PATIENCE)
-            .await
-            .map_err(|error| error.to_string())?;
-        report.retries += u64::from(answer.retries);
-        Ok((answer.status, answer.body))
-    }
-}
-
-fn expect(answer: &(u16, String), statuses: &[u16], doing: &str) -> Result<(), String> {
-    if statuses.contains(&answer.0) { Ok(()) } else { Err(format!("{doing}: {} {}", answer.0, answer.1)) }
 }

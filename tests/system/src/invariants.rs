@@ -25,6 +25,7 @@ use emporium_payment::simulator::Simulator;
 use emporium_payment::simulator::remote::RemoteSimulator;
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
@@ -48,6 +49,20 @@ pub struct Databases {
 }
 
 impl Databases {
+    /// Lazily connecting pools on each service's database, `url_of(service)` telling where it is.
+    pub fn connect_lazy(url_of: impl Fn(&str) -> String) -> Result<Self, sqlx::Error> {
+        let pool = |service: &str| PgPoolOptions::new().max_connections(2).connect_lazy(&url_of(service));
+        Ok(Self {
+            identity: pool("identity")?,
+            catalog: pool("catalog")?,
+            inventory: pool("inventory")?,
+            order: pool("order")?,
+            payment: pool("payment")?,
+            shipping: pool("shipping")?,
+            notification: pool("notification")?,
+        })
+    }
+
     /// Every service's database, named, for what each one holds alike (its outbox).
     fn all(&self) -> [(&'static str, &PgPool); 7] {
         [
@@ -192,6 +207,13 @@ impl fmt::Display for Violation {
     }
 }
 
+/// An order's status and, once cancelled, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderState {
+    pub status: String,
+    pub cancel_reason: Option<String>,
+}
+
 const FINAL: [&str; 4] = ["confirmed", "shipped", "delivered", "cancelled"];
 
 impl System {
@@ -211,7 +233,8 @@ impl System {
     /// Every invariant, once, as things stand now.
     pub async fn check(&self, dead_letters: DeadLetters) -> Result<Vec<Violation>, CheckError> {
         let mut violations = Vec::new();
-        let orders = self.orders().await?;
+        let orders: HashMap<Uuid, String> =
+            self.orders().await?.into_iter().map(|(order, state)| (order, state.status)).collect();
         violations.extend(
             orders
                 .iter()
@@ -220,14 +243,7 @@ impl System {
         );
         self.check_stock(&orders, &mut violations).await?;
         self.check_money(&orders, &mut violations).await?;
-        for (service, pool) in self.databases.all() {
-            let unpublished: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetch_one(pool).await?;
-            if unpublished > 0 {
-                violations.push(Violation::OutboxNotDrained { service, unpublished });
-            }
-        }
-        self.check_consumers(&mut violations).await?;
+        violations.extend(queued(&self.databases, &self.jetstream).await?);
         let letters = emporium_nats::dlq::list(&self.jetstream, 1_000).await.map_err(jetstream_error)?;
         let expected = match dead_letters {
             DeadLetters::None => 0,
@@ -245,16 +261,20 @@ impl System {
         Ok(violations)
     }
 
-    /// Every order's id and status.
-    async fn orders(&self) -> Result<HashMap<Uuid, String>, CheckError> {
+    /// Every order, by id, as the order service keeps it.
+    pub async fn orders(&self) -> Result<HashMap<Uuid, OrderState>, CheckError> {
         let rows = sqlx::query(
-            "SELECT id::uuid AS id, coalesce(state ->> 'status', '') AS status FROM entity_state WHERE kind = 'order'",
+            "SELECT id::uuid AS id, coalesce(state ->> 'status', '') AS status, state ->> 'cancel_reason' AS reason
+             FROM entity_state WHERE kind = 'order'",
         )
         .fetch_all(&self.databases.order)
         .await?;
         Ok(rows
             .iter()
-            .map(|row| Ok((row.try_get("id")?, row.try_get("status")?)))
+            .map(|row| {
+                let state = OrderState { status: row.try_get("status")?, cancel_reason: row.try_get("reason")? };
+                Ok((row.try_get("id")?, state))
+            })
             .collect::<Result<_, sqlx::Error>>()?)
     }
 
@@ -357,23 +377,21 @@ impl System {
     ) -> Result<(), CheckError> {
         let pool = &self.databases.payment;
         let records = self.provider.records().await?;
-        let payments = sqlx::query("SELECT payment_id, order_id, status FROM payments").fetch_all(pool).await?;
-        let mut order_of = HashMap::new();
-        for row in &payments {
-            let (payment, order): (Uuid, Uuid) = (row.try_get("payment_id")?, row.try_get("order_id")?);
+        for row in sqlx::query("SELECT order_id, status FROM payments").fetch_all(pool).await? {
             let status: String = row.try_get("status")?;
             if Status::parse(&status).is_some_and(Status::is_underway) {
-                violations.push(Violation::PaymentUnderway { order, status });
+                violations.push(Violation::PaymentUnderway { order: row.try_get("order_id")?, status });
             }
-            order_of.insert(payment, order);
         }
-        let payment_of: HashMap<String, Uuid> =
-            sqlx::query("SELECT idempotency_key, payment_id FROM provider_attempts")
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(|row| Ok((row.try_get("idempotency_key")?, row.try_get("payment_id")?)))
-                .collect::<Result<_, sqlx::Error>>()?;
+        // The order each idempotency key was used for (through its payment).
+        let order_of: HashMap<String, Uuid> = sqlx::query(
+            "SELECT a.idempotency_key, p.order_id FROM provider_attempts a JOIN payments p USING (payment_id)",
+        )
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get("idempotency_key")?, row.try_get("order_id")?)))
+        .collect::<Result<_, sqlx::Error>>()?;
 
         let succeeded: Vec<&ProviderRecord> =
             records.iter().filter(|record| record.state == RecordState::Succeeded).collect();
@@ -381,7 +399,7 @@ impl System {
         // What the provider did per order (through the payment its keys belong to).
         let mut per_order: HashMap<Uuid, Vec<&ProviderRecord>> = HashMap::new();
         for record in &succeeded {
-            if let Some(order) = payment_of.get(&record.key).and_then(|payment| order_of.get(payment)) {
+            if let Some(order) = order_of.get(&record.key) {
                 per_order.entry(*order).or_default().push(record);
             }
         }
@@ -431,26 +449,36 @@ impl System {
         violations.extend(ledger::reconcile(pool, &records).await?.into_iter().map(Violation::Ledger));
         Ok(())
     }
+}
 
-    /// Every durable consumer of the event streams has been given and has acked everything.
-    async fn check_consumers(&self, violations: &mut Vec<Violation>) -> Result<(), CheckError> {
-        for context in emporium_nats::topology::CONTEXTS {
-            let stream = self
-                .jetstream
-                .get_stream_no_info(emporium_nats::topology::event_stream(context))
-                .await
-                .map_err(jetstream_error)?;
-            let consumers: Vec<_> = stream.consumers().try_collect().await.map_err(jetstream_error)?;
-            for consumer in consumers.into_iter().filter(|info| info.config.durable_name.is_some()) {
-                if consumer.num_pending > 0 || consumer.num_ack_pending > 0 {
-                    violations.push(Violation::ConsumerBehind {
-                        consumer: consumer.name,
-                        pending: consumer.num_pending,
-                        unacked: consumer.num_ack_pending,
-                    });
-                }
+/// Work still queued anywhere: outbox rows not yet published, and messages a
+/// durable consumer of the event streams has not yet been given or not yet
+/// acked. Empty once the system has caught up (the load generator's lag ends
+/// there too).
+pub async fn queued(databases: &Databases, jetstream: &jetstream::Context) -> Result<Vec<Violation>, CheckError> {
+    let mut violations = Vec::new();
+    for (service, pool) in databases.all() {
+        let unpublished: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetch_one(pool).await?;
+        if unpublished > 0 {
+            violations.push(Violation::OutboxNotDrained { service, unpublished });
+        }
+    }
+    for context in emporium_nats::topology::CONTEXTS {
+        let stream = jetstream
+            .get_stream_no_info(emporium_nats::topology::event_stream(context))
+            .await
+            .map_err(jetstream_error)?;
+        let consumers: Vec<_> = stream.consumers().try_collect().await.map_err(jetstream_error)?;
+        for consumer in consumers.into_iter().filter(|info| info.config.durable_name.is_some()) {
+            if consumer.num_pending > 0 || consumer.num_ack_pending > 0 {
+                violations.push(Violation::ConsumerBehind {
+                    consumer: consumer.name,
+                    pending: consumer.num_pending,
+                    unacked: consumer.num_ack_pending,
+                });
             }
         }
-        Ok(())
     }
+    Ok(violations)
 }

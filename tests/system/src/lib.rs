@@ -180,20 +180,10 @@ impl Stack {
     /// Starts catalog and inventory, each on a fresh database, and waits until both answer.
     pub async fn start_catalog(&mut self) {
         let (catalog_db, inventory_db) = (TestDatabase::create().await.unwrap(), TestDatabase::create().await.unwrap());
-        let catalog = emporium_catalog::Dependencies {
-            pool: catalog_db.pool().clone(),
-            nats: self.nats.client().clone(),
-            partitions: 1,
-            clock: Arc::new(emporium_nats::SystemClock),
-        };
+        let catalog = self.runtime(&catalog_db, Arc::new(emporium_nats::SystemClock));
         let settings = emporium_catalog::CatalogSettings::from_source(|_| None).unwrap();
         tokio::spawn(emporium_catalog::run(settings, catalog, self.catalog_stop.clone()));
-        let inventory = emporium_inventory::Dependencies {
-            pool: inventory_db.pool().clone(),
-            nats: self.nats.client().clone(),
-            partitions: 1,
-            clock: Arc::new(emporium_nats::SystemClock),
-        };
+        let inventory = self.runtime(&inventory_db, Arc::new(emporium_nats::SystemClock));
         let settings = emporium_inventory::InventorySettings::from_source(|_| None).unwrap();
         tokio::spawn(emporium_inventory::run(settings, inventory, self.catalog_stop.clone()));
         self.catalog_db = Some(catalog_db);
@@ -230,12 +220,7 @@ impl Stack {
 
         let (order_db, payment_db) = (TestDatabase::create().await.unwrap(), TestDatabase::create().await.unwrap());
         let shared: SharedClock = clock.clone();
-        let order = emporium_order::Dependencies {
-            pool: order_db.pool().clone(),
-            nats: stack.nats.client().clone(),
-            partitions: 1,
-            clock: shared.clone(),
-        };
+        let order = stack.runtime(&order_db, shared.clone());
         tokio::spawn(emporium_order::run(order_settings, order, stack.commerce_stop.clone()));
         let simulator = Arc::new(Simulator::new(SimulatorConfig::from(&payment_settings), shared.clone()));
         let payment = emporium_payment::Dependencies {
@@ -248,22 +233,12 @@ impl Stack {
         tokio::spawn(emporium_payment::run(payment_settings, payment, stack.commerce_stop.clone()));
         // Shipping too, so every checkout test runs the whole after-sale flow.
         let shipping_db = TestDatabase::create().await.unwrap();
-        let shipping = emporium_shipping::Dependencies {
-            pool: shipping_db.pool().clone(),
-            nats: stack.nats.client().clone(),
-            partitions: 1,
-            clock: shared.clone(),
-        };
+        let shipping = stack.runtime(&shipping_db, shared.clone());
         let shipping_settings = emporium_shipping::ShippingSettings::from_source(|_| None).unwrap();
         tokio::spawn(emporium_shipping::run(shipping_settings, shipping, stack.commerce_stop.clone()));
         // Notification on its own (system) clock, emailing through a test SMTP server.
         let (notification_db, smtp) = (TestDatabase::create().await.unwrap(), SmtpServer::start().await.unwrap());
-        let notification = emporium_notification::Dependencies {
-            pool: notification_db.pool().clone(),
-            nats: stack.nats.client().clone(),
-            partitions: 1,
-            clock: Arc::new(emporium_nats::SystemClock),
-        };
+        let notification = stack.runtime(&notification_db, Arc::new(emporium_nats::SystemClock));
         let smtp_url = smtp.url();
         let notification_settings = emporium_notification::NotificationSettings::from_source(|name| match name {
             "NOTIFICATION_EMAIL" => Some(smtp_url.clone()),
@@ -302,6 +277,16 @@ impl Stack {
             )
             .await;
         stack.commerce = Some(Commerce { clock, simulator, order_db, payment_db, shipping_db, notification_db, smtp });
+    }
+
+    /// What an event-driven service of this stack runs on: `db`, the stack's NATS, one partition, `clock`.
+    fn runtime(&self, db: &TestDatabase, clock: SharedClock) -> emporium_nats::runtime::Dependencies {
+        emporium_nats::runtime::Dependencies {
+            pool: db.pool().clone(),
+            nats: self.nats.client().clone(),
+            partitions: 1,
+            clock,
+        }
     }
 
     /// Waits (at most [`PATIENCE`]) until `probe` finds `who` answering.
@@ -354,12 +339,8 @@ impl Stack {
     /// Starts a second catalog instance on the same database: the two share
     /// the queue group, so reads land on either.
     pub async fn start_another_catalog(&self) {
-        let deps = emporium_catalog::Dependencies {
-            pool: self.catalog_db.as_ref().expect("start_catalog first").pool().clone(),
-            nats: self.nats.client().clone(),
-            partitions: 1,
-            clock: Arc::new(emporium_nats::SystemClock),
-        };
+        let deps =
+            self.runtime(self.catalog_db.as_ref().expect("start_catalog first"), Arc::new(emporium_nats::SystemClock));
         let settings = emporium_catalog::CatalogSettings::from_source(|_| None).unwrap();
         tokio::spawn(emporium_catalog::run(settings, deps, self.catalog_stop.clone()));
         // Its subscriptions are in place once it answers; give it a moment to be among the answerers.

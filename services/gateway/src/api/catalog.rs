@@ -68,8 +68,8 @@ fn search_from(query: &QueryParams) -> Result<SearchProducts, Problem> {
         seller: uuid("seller")?.map(UserId::from_uuid),
         in_stock: query.parsed("in_stock", "true or false")?,
         sort: query.one_of::<SortOrder>("sort", "relevance, price_asc, price_desc, newest, rating")?,
-        cursor: query.0.get("cursor").cloned().filter(|c| !c.is_empty()),
-        limit: query.parsed("limit", "a whole number from 1 to 100")?,
+        cursor: query.cursor(),
+        limit: query.limit()?,
     })
 }
 

@@ -34,8 +34,8 @@ pub async fn list(
 fn list_from(query: &QueryParams) -> Result<ListNotifications, Problem> {
     Ok(ListNotifications {
         unread_only: query.parsed("unread_only", "true or false")?.unwrap_or(false),
-        cursor: query.text("cursor").map(str::to_owned),
-        limit: query.parsed("limit", "1 to 100")?,
+        cursor: query.cursor(),
+        limit: query.limit()?,
     })
 }
 

@@ -52,8 +52,8 @@ fn list_from(query: &QueryParams) -> Result<ListOrders, Problem> {
     Ok(ListOrders {
         sales: false,
         status: query.one_of::<OrderStatus>("status", "pending, reserved, confirmed, shipped, delivered, cancelled")?,
-        cursor: query.text("cursor").map(str::to_owned),
-        limit: query.parsed("limit", "1 to 100")?,
+        cursor: query.cursor(),
+        limit: query.limit()?,
     })
 }
 

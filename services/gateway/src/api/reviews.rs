@@ -31,11 +31,7 @@ pub async fn reviews(
     AppPath(id): AppPath<Uuid>,
     query: QueryParams,
 ) -> Result<axum::Json<ReviewPage>, Problem> {
-    let list = ListReviews {
-        product_id: ProductId::from_uuid(id),
-        cursor: query.text("cursor").map(str::to_owned),
-        limit: query.parsed("limit", "a whole number from 1 to 100")?,
-    };
+    let list = ListReviews { product_id: ProductId::from_uuid(id), cursor: query.cursor(), limit: query.limit()? };
     Ok(axum::Json(api.call(None, &request_id, list).await?))
 }
 

@@ -14,7 +14,6 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use emporium_schemas::values::{Money, PaymentMethod};
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -23,8 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Request, Simulator};
-use crate::domain::Operation;
-use crate::provider::{Decline, Provider, ProviderError, ProviderRecord, ProviderRef, RecordState};
+use crate::provider::{Provider, ProviderError, ProviderRecord, ProviderRef};
 
 /// Where the simulator takes calls. Outside the `cmd.`/`evt.` namespaces: the
 /// provider is not one of Emporium's services.
@@ -37,111 +35,34 @@ const RECORDS_PAGE: usize = 1_000;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "call", rename_all = "snake_case")]
 enum Call {
-    Authorize { key: String, method: PaymentMethod, amount: Money },
-    Capture { key: String, authorization: String, amount: Money },
-    Void { key: String, authorization: String },
-    Refund { key: String, capture: String, amount: Money },
-    Lookup { key: String },
-    Records { from: usize, limit: usize },
+    /// A money operation under its idempotency key.
+    Money {
+        key: String,
+        request: Request,
+    },
+    Lookup {
+        key: String,
+    },
+    Records {
+        from: usize,
+        limit: usize,
+    },
 }
 
 /// A reply as it travels.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "reply", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 enum Reply {
-    Done {
-        reference: String,
-    },
-    Declined {
-        decline: String,
-    },
-    NotDone {
-        reason: String,
-    },
-    Record {
-        record: Option<WireRecord>,
-    },
-    Records {
-        records: Vec<WireRecord>,
-    },
+    /// A money operation's answer, as the simulator gives it in process.
+    Answer(Result<ProviderRef, ProviderError>),
+    Record(Option<ProviderRecord>),
+    Records(Vec<ProviderRecord>),
     /// Nothing was done: the request was not a call the simulator can read.
-    Unavailable {
-        reason: String,
-    },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct WireRecord {
-    key: String,
-    operation: String,
-    reference: String,
-    target: Option<String>,
-    amount: Option<Money>,
-    method: Option<PaymentMethod>,
-    state: WireState,
-    arrived_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-enum WireState {
-    Pending,
-    Succeeded,
-    Declined { decline: String },
-    Failed { reason: String },
-}
-
-impl From<&ProviderRecord> for WireRecord {
-    fn from(record: &ProviderRecord) -> Self {
-        let state = match &record.state {
-            RecordState::Pending => WireState::Pending,
-            RecordState::Succeeded => WireState::Succeeded,
-            RecordState::Declined(decline) => WireState::Declined { decline: decline.as_str().to_owned() },
-            RecordState::Failed(reason) => WireState::Failed { reason: reason.clone() },
-        };
-        Self {
-            key: record.key.clone(),
-            operation: record.operation.as_str().to_owned(),
-            reference: record.reference.0.clone(),
-            target: record.target.as_ref().map(|target| target.0.clone()),
-            amount: record.amount.clone(),
-            method: record.method.clone(),
-            state,
-            arrived_at: record.arrived_at,
-        }
-    }
+    Unreadable(String),
 }
 
 fn undecodable(what: impl std::fmt::Display) -> ProviderError {
     ProviderError::Unavailable(format!("an answer the simulator's client cannot read: {what}"))
-}
-
-fn decline(name: &str) -> Result<Decline, ProviderError> {
-    Decline::parse(name).ok_or_else(|| undecodable(format_args!("decline {name:?}")))
-}
-
-impl TryFrom<WireRecord> for ProviderRecord {
-    type Error = ProviderError;
-
-    fn try_from(record: WireRecord) -> Result<Self, ProviderError> {
-        let state = match record.state {
-            WireState::Pending => RecordState::Pending,
-            WireState::Succeeded => RecordState::Succeeded,
-            WireState::Declined { decline: name } => RecordState::Declined(decline(&name)?),
-            WireState::Failed { reason } => RecordState::Failed(reason),
-        };
-        Ok(Self {
-            key: record.key,
-            operation: Operation::parse(&record.operation)
-                .ok_or_else(|| undecodable(format_args!("operation {:?}", record.operation)))?,
-            reference: ProviderRef(record.reference),
-            target: record.target.map(ProviderRef),
-            amount: record.amount,
-            method: record.method,
-            state,
-            arrived_at: record.arrived_at,
-        })
-    }
 }
 
 /// The simulator taking calls on [`SUBJECT`].
@@ -178,7 +99,7 @@ impl Listener {
             tasks.spawn(async move {
                 let reply = match serde_json::from_slice::<Call>(&message.payload) {
                     Ok(call) => simulator.answer(call).await,
-                    Err(error) => Some(Reply::Unavailable { reason: format!("an unreadable call: {error}") }),
+                    Err(error) => Some(Reply::Unreadable(format!("an unreadable call: {error}"))),
                 };
                 let Some(reply) = reply else { return };
                 match serde_json::to_vec(&reply) {
@@ -205,34 +126,10 @@ pub struct ListenError(String);
 impl Simulator {
     /// The reply to `call`; `None` when the simulator gives none (a pending authorization).
     async fn answer(&self, call: Call) -> Option<Reply> {
-        let money = |key: String, request: Request| async move {
-            Some(match self.shared.process(key, request).await? {
-                Ok(reference) => Reply::Done { reference: reference.0 },
-                Err(ProviderError::Declined(decline)) => Reply::Declined { decline: decline.as_str().to_owned() },
-                Err(ProviderError::NotDone(reason)) => Reply::NotDone { reason },
-                // The simulator itself never answers so.
-                Err(ProviderError::Unavailable(reason)) => Reply::Unavailable { reason },
-            })
-        };
         match call {
-            Call::Authorize { key, method, amount } => money(key, Request::Authorize { method, amount }).await,
-            Call::Capture { key, authorization, amount } => {
-                money(key, Request::Capture { authorization: ProviderRef(authorization), amount }).await
-            }
-            Call::Void { key, authorization } => {
-                money(key, Request::Void { authorization: ProviderRef(authorization) }).await
-            }
-            Call::Refund { key, capture, amount } => {
-                money(key, Request::Refund { capture: ProviderRef(capture), amount }).await
-            }
-            Call::Lookup { key } => {
-                let record = Provider::lookup(self, key).await.ok().flatten();
-                Some(Reply::Record { record: record.as_ref().map(WireRecord::from) })
-            }
-            Call::Records { from, limit } => {
-                let records = self.records().iter().skip(from).take(limit).map(WireRecord::from).collect();
-                Some(Reply::Records { records })
-            }
+            Call::Money { key, request } => self.shared.process(key, request).await.map(Reply::Answer),
+            Call::Lookup { key } => Some(Reply::Record(Provider::lookup(self, key).await.ok().flatten())),
+            Call::Records { from, limit } => Some(Reply::Records(self.records_page(from, limit))),
         }
     }
 }
@@ -263,12 +160,10 @@ impl RemoteSimulator {
         serde_json::from_slice(&message.payload).map_err(undecodable)
     }
 
-    fn money(&self, call: Call) -> BoxFuture<'_, Result<ProviderRef, ProviderError>> {
+    fn money(&self, key: String, request: Request) -> BoxFuture<'_, Result<ProviderRef, ProviderError>> {
         Box::pin(async move {
-            match self.ask(&call).await? {
-                Reply::Done { reference } => Ok(ProviderRef(reference)),
-                Reply::Declined { decline: name } => Err(ProviderError::Declined(decline(&name)?)),
-                Reply::NotDone { reason } => Err(ProviderError::NotDone(reason)),
+            match self.ask(&Call::Money { key, request }).await? {
+                Reply::Answer(answer) => answer,
                 other => Err(undecodable(format_args!("{other:?} to a money call"))),
             }
         })
@@ -279,13 +174,11 @@ impl RemoteSimulator {
         let mut records = Vec::new();
         loop {
             let page = match self.ask(&Call::Records { from: records.len(), limit: RECORDS_PAGE }).await? {
-                Reply::Records { records } => records,
+                Reply::Records(page) => page,
                 other => return Err(undecodable(format_args!("{other:?} to a records call"))),
             };
             let last = page.len() < RECORDS_PAGE;
-            for record in page {
-                records.push(ProviderRecord::try_from(record)?);
-            }
+            records.extend(page);
             if last {
                 return Ok(records);
             }
@@ -300,7 +193,7 @@ impl Provider for RemoteSimulator {
         method: PaymentMethod,
         amount: Money,
     ) -> BoxFuture<'_, Result<ProviderRef, ProviderError>> {
-        self.money(Call::Authorize { key, method, amount })
+        self.money(key, Request::Authorize { method, amount })
     }
 
     fn capture(
@@ -309,11 +202,11 @@ impl Provider for RemoteSimulator {
         authorization: ProviderRef,
         amount: Money,
     ) -> BoxFuture<'_, Result<ProviderRef, ProviderError>> {
-        self.money(Call::Capture { key, authorization: authorization.0, amount })
+        self.money(key, Request::Capture { authorization, amount })
     }
 
     fn void(&self, key: String, authorization: ProviderRef) -> BoxFuture<'_, Result<ProviderRef, ProviderError>> {
-        self.money(Call::Void { key, authorization: authorization.0 })
+        self.money(key, Request::Void { authorization })
     }
 
     fn refund(
@@ -322,13 +215,13 @@ impl Provider for RemoteSimulator {
         capture: ProviderRef,
         amount: Money,
     ) -> BoxFuture<'_, Result<ProviderRef, ProviderError>> {
-        self.money(Call::Refund { key, capture: capture.0, amount })
+        self.money(key, Request::Refund { capture, amount })
     }
 
     fn lookup(&self, key: String) -> BoxFuture<'_, Result<Option<ProviderRecord>, ProviderError>> {
         Box::pin(async move {
             match self.ask(&Call::Lookup { key }).await? {
-                Reply::Record { record } => record.map(ProviderRecord::try_from).transpose(),
+                Reply::Record(record) => Ok(record),
                 other => Err(undecodable(format_args!("{other:?} to a lookup"))),
             }
         })
@@ -339,11 +232,13 @@ impl Provider for RemoteSimulator {
 mod tests {
     use std::sync::Arc;
 
+    use chrono::Utc;
     use emporium_nats::ManualClock;
     use emporium_schemas::values::Currency;
     use emporium_test_harness::NatsServer;
 
     use super::*;
+    use crate::provider::{Decline, RecordState};
     use crate::simulator::SimulatorConfig;
 
     fn eur(amount: i64) -> Money {

@@ -33,6 +33,7 @@ use clap::Parser;
 use emporium_load::measure;
 use emporium_load::shop::{Account, Outcome, Outcomes, Shop};
 use emporium_load::stack::{Layout, ProcessStack};
+use emporium_system::invariants::Databases;
 use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::time::Instant;
@@ -215,7 +216,6 @@ async fn main() -> anyhow::Result<()> {
         .init();
     ensure!(args.lines >= 1 && args.lines <= args.products, "lines must be between 1 and the number of products");
     let latency = args.provider_latency_ms.to_string();
-    let unlimited = u32::MAX.to_string();
     eprintln!("loadgen: starting the stack ({})", args.emporium.display());
     let postgres_settings: &[&str] = if args.profile {
         &["shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track=all"]
@@ -225,13 +225,7 @@ async fn main() -> anyhow::Result<()> {
     let mut stack = ProcessStack::start_with(
         &args.emporium,
         Layout::OneProcess,
-        &[
-            ("PAYMENT_PROVIDER_LATENCY_MS", &latency),
-            // The customers all come from this one address.
-            ("GATEWAY_RATE_LIMIT_PER_IP", &unlimited),
-            ("GATEWAY_RATE_LIMIT_PER_USER", &unlimited),
-            ("GATEWAY_RATE_LIMIT_AUTH_PER_IP", &unlimited),
-        ],
+        &[("PAYMENT_PROVIDER_LATENCY_MS", &latency)],
         postgres_settings,
     )
     .await?;
@@ -240,13 +234,7 @@ async fn main() -> anyhow::Result<()> {
     let shop = Shop::open(&stack.gateway(), args.products, 1_000_000_000).await?;
     let open_loop_customers = usize::try_from(args.rate).unwrap_or(usize::MAX).max(64);
     let wanted = args.customers.max(open_loop_customers);
-    let customers: Vec<Account> = futures::stream::iter(0..wanted)
-        .map(|_| shop.account("customer"))
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<_>>()?;
+    let customers = shop.accounts("customer", wanted).await?;
     let nats = async_nats::connect(stack.nats.url()).await?;
     let outcomes = Outcomes::listen(&nats).await?;
     let checkouts = Arc::new(Checkouts { shop, outcomes, lines: args.lines, next_line: AtomicU64::new(0) });
@@ -272,27 +260,20 @@ async fn main() -> anyhow::Result<()> {
     let statements = if args.profile { measure::statements(&server, checkouts_done, 25).await? } else { Vec::new() };
 
     let jetstream = async_nats::jetstream::new(nats.clone());
-    let mut outboxes = Vec::new();
-    for service in emporium_load::stack::SERVICES {
-        if let Ok(pool) = PgPool::connect(&stack.database_url(service)).await
-            && sqlx::query("SELECT 1 FROM outbox LIMIT 1").fetch_optional(&pool).await.is_ok()
-        {
-            outboxes.push(pool);
-        }
-    }
+    let databases = Databases::connect_lazy(|service| stack.database_url(service))?;
     eprintln!("loadgen: waiting for the stack to drain");
-    measure::drained_within(&jetstream, &outboxes, Duration::from_secs(60)).await?;
+    measure::drained_within(&databases, &jetstream, Duration::from_secs(60)).await?;
 
     eprintln!("loadgen: open loop: {}/s for {} s", args.rate, args.open_loop_secs);
     // 2. Latency at a fixed rate; 3. lag after it stops.
     let (mut open, late) =
         open_loop(&checkouts, customers, args.rate, Duration::from_secs(args.open_loop_secs)).await?;
-    let lag = measure::drained_within(&jetstream, &outboxes, Duration::from_secs(60)).await?;
+    let lag = measure::drained_within(&databases, &jetstream, Duration::from_secs(60)).await?;
 
     stack.stop().await?;
     eprintln!("loadgen: the raw Postgres limit");
     // 4. The server's own limit, with the stack stopped.
-    let raw = measure::raw_postgres(&stack.postgres.url(), 32, Duration::from_secs(5)).await?;
+    let raw = measure::raw_postgres(&stack.postgres, 32, Duration::from_secs(5)).await?;
 
     println!(
         "bench: workload = {} products, {} lines per order, {} customers, provider latency {} ms, auth on, fsync on",
