@@ -5,13 +5,12 @@
 use chrono::{DateTime, Utc};
 use emporium_nats::OutgoingEvent;
 use emporium_schemas::{EntityKey, Seq};
-use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 
 use crate::entity::{CommitMeta, Entity, EntityStore, StoreError, Versioned};
-use crate::writer::{Commit, CommitError, GroupCommit, StateChange};
+use crate::writer::{Commit, CommitError, EntityRow, GroupCommit};
 
 /// An entity whose state lives in Postgres and whose events are published.
 pub trait Persistent: Entity
@@ -107,7 +106,7 @@ where
             let seq = Seq::try_from(expected_version + n).map_err(unavailable)?;
             outbox.extend(E::outgoing(&key, seq, event, meta).map_err(unavailable)?);
         }
-        let row = StateRow {
+        let row = EntityRow {
             kind: E::KIND,
             id: key.to_string(),
             expected: i64::try_from(expected_version).map_err(unavailable)?,
@@ -122,49 +121,5 @@ where
             Err(CommitError::Duplicate) => Err(StoreError::Duplicate),
             Err(error) => Err(unavailable(error)),
         }
-    }
-}
-
-/// One entity's row, written only over the version it was decided on.
-struct StateRow {
-    kind: &'static str,
-    id: String,
-    expected: i64,
-    version: i64,
-    state: serde_json::Value,
-    deadline: Option<DateTime<Utc>>,
-}
-
-impl StateChange for StateRow {
-    fn write<'a>(&'a self, tx: &'a mut PgConnection) -> BoxFuture<'a, Result<bool, sqlx::Error>> {
-        Box::pin(async move {
-            let written = if self.expected == 0 {
-                sqlx::query(
-                    "INSERT INTO entity_state (kind, id, version, state, deadline_at) VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(self.kind)
-                .bind(&self.id)
-                .bind(self.version)
-                .bind(&self.state)
-                .bind(self.deadline)
-                .execute(tx)
-                .await?
-            } else {
-                sqlx::query(
-                    "UPDATE entity_state SET version = $3, state = $4, deadline_at = $5, updated_at = now()
-                     WHERE kind = $1 AND id = $2 AND version = $6",
-                )
-                .bind(self.kind)
-                .bind(&self.id)
-                .bind(self.version)
-                .bind(&self.state)
-                .bind(self.deadline)
-                .bind(self.expected)
-                .execute(tx)
-                .await?
-            };
-            Ok(written.rows_affected() == 1)
-        })
     }
 }

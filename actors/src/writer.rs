@@ -11,10 +11,11 @@
 //! error fails the batch, whose commits are then retried one by one so that
 //! one bad commit cannot fail its neighbours.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use chrono::{DateTime, Utc};
 use emporium_nats::OutgoingEvent;
 use emporium_nats::outbox::{self, OutboxSignal};
 use emporium_schemas::MessageId;
@@ -28,6 +29,112 @@ pub trait StateChange: Send + Sync + 'static {
     /// Writes the change in `tx`; `Ok(false)` if the stored version was not the
     /// expected one (then it must have written nothing).
     fn write<'a>(&'a self, tx: &'a mut PgConnection) -> BoxFuture<'a, Result<bool, sqlx::Error>>;
+
+    /// The `entity_state` row this change writes, when it is one: the writer
+    /// writes a batch's rows in one statement instead of calling [`write`](Self::write).
+    fn entity_row(&self) -> Option<&EntityRow> {
+        None
+    }
+}
+
+/// One entity's row in `entity_state`, written only over the version it
+/// was decided on (`expected` 0: a new entity).
+#[derive(Debug, Clone)]
+pub struct EntityRow {
+    pub kind: &'static str,
+    pub id: String,
+    pub expected: i64,
+    pub version: i64,
+    pub state: serde_json::Value,
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+impl StateChange for EntityRow {
+    fn write<'a>(&'a self, tx: &'a mut PgConnection) -> BoxFuture<'a, Result<bool, sqlx::Error>> {
+        Box::pin(async move { Ok(!write_entity_rows(tx, &[self]).await?.is_empty()) })
+    }
+
+    fn entity_row(&self) -> Option<&EntityRow> {
+        Some(self)
+    }
+}
+
+/// Writes entity rows, new ones and changed ones each in one statement;
+/// returns the indexes (into `rows`) of those written. A row not written
+/// found another version stored (or, new, a row already there); of two rows
+/// for one entity, at most one is written.
+async fn write_entity_rows(tx: &mut PgConnection, rows: &[&EntityRow]) -> Result<HashSet<usize>, sqlx::Error> {
+    let mut written = HashSet::new();
+    // New rows: the first for each entity is tried, the others conflict with it.
+    let mut new: HashMap<(&str, &str), usize> = HashMap::new();
+    for (n, row) in rows.iter().enumerate().filter(|(_, row)| row.expected == 0) {
+        new.entry((row.kind, row.id.as_str())).or_insert(n);
+    }
+    if !new.is_empty() {
+        let new_rows: Vec<&EntityRow> = new.values().map(|&n| rows[n]).collect();
+        let columns = EntityColumns::of(&new_rows);
+        let inserted: Vec<(String, String)> = sqlx::query_as(
+            "INSERT INTO entity_state (kind, id, version, state, deadline_at)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[], $5::timestamptz[])
+             ON CONFLICT DO NOTHING
+             RETURNING kind, id",
+        )
+        .bind(&columns.kinds)
+        .bind(&columns.ids)
+        .bind(&columns.versions)
+        .bind(&columns.states)
+        .bind(&columns.deadlines)
+        .fetch_all(&mut *tx)
+        .await?;
+        written.extend(inserted.iter().filter_map(|(kind, id)| new.get(&(kind.as_str(), id.as_str())).copied()));
+    }
+    // Changed rows: a row matched by two changes is updated once, with one of them.
+    let (indexes, changed): (Vec<i32>, Vec<&EntityRow>) =
+        (0_i32..).zip(rows.iter().copied()).filter(|(_, row)| row.expected != 0).unzip();
+    if !changed.is_empty() {
+        let columns = EntityColumns::of(&changed);
+        let expected: Vec<i64> = changed.iter().map(|row| row.expected).collect();
+        let updated: Vec<i32> = sqlx::query_scalar(
+            "UPDATE entity_state e
+             SET version = u.version, state = u.state, deadline_at = u.deadline_at, updated_at = now()
+             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[], $5::timestamptz[], $6::bigint[], $7::int[])
+                  AS u(kind, id, version, state, deadline_at, expected, n)
+             WHERE e.kind = u.kind AND e.id = u.id AND e.version = u.expected
+             RETURNING u.n",
+        )
+        .bind(&columns.kinds)
+        .bind(&columns.ids)
+        .bind(&columns.versions)
+        .bind(&columns.states)
+        .bind(&columns.deadlines)
+        .bind(&expected)
+        .bind(&indexes)
+        .fetch_all(&mut *tx)
+        .await?;
+        written.extend(updated.into_iter().filter_map(|n| usize::try_from(n).ok()));
+    }
+    Ok(written)
+}
+
+/// Entity rows as the columns they are written from.
+struct EntityColumns<'a> {
+    kinds: Vec<&'a str>,
+    ids: Vec<&'a str>,
+    versions: Vec<i64>,
+    states: Vec<&'a serde_json::Value>,
+    deadlines: Vec<Option<DateTime<Utc>>>,
+}
+
+impl<'a> EntityColumns<'a> {
+    fn of(rows: &[&'a EntityRow]) -> Self {
+        Self {
+            kinds: rows.iter().map(|row| row.kind).collect(),
+            ids: rows.iter().map(|row| row.id.as_str()).collect(),
+            versions: rows.iter().map(|row| row.version).collect(),
+            states: rows.iter().map(|row| &row.state).collect(),
+            deadlines: rows.iter().map(|row| row.deadline).collect(),
+        }
+    }
 }
 
 /// That `consumer` applied event `event`: recorded so a redelivery is a no-op.
@@ -212,21 +319,33 @@ async fn commit_batch(pool: &PgPool, commits: &[Commit]) -> Result<Vec<Result<()
         }
     }
 
-    // State, one version-checked statement per unit; a conflict undoes its inbox row.
-    let mut undo_consumers = Vec::new();
-    let mut undo_events = Vec::new();
+    // State, version-checked: entity rows all at once, other changes one by
+    // one; a conflict undoes its unit's inbox row.
+    let (mut entity_units, mut entity_rows) = (Vec::new(), Vec::new());
+    let mut conflicts = Vec::new();
     for (i, commit) in commits.iter().enumerate() {
+        let Some(state) = &commit.state else { continue };
         if results[i].is_err() {
             continue;
         }
-        if let Some(state) = &commit.state
-            && !state.write(&mut tx).await?
-        {
-            results[i] = Err(CommitError::Conflict);
-            if let Some(entry) = &commit.inbox {
-                undo_consumers.push(entry.consumer.as_ref());
-                undo_events.push(*entry.event.as_uuid());
+        match state.entity_row() {
+            Some(row) => {
+                entity_units.push(i);
+                entity_rows.push(row);
             }
+            None if !state.write(&mut tx).await? => conflicts.push(i),
+            None => {}
+        }
+    }
+    let written = write_entity_rows(&mut tx, &entity_rows).await?;
+    conflicts.extend(entity_units.iter().enumerate().filter(|(n, _)| !written.contains(n)).map(|(_, &i)| i));
+    let mut undo_consumers = Vec::new();
+    let mut undo_events = Vec::new();
+    for i in conflicts {
+        results[i] = Err(CommitError::Conflict);
+        if let Some(entry) = &commits[i].inbox {
+            undo_consumers.push(entry.consumer.as_ref());
+            undo_events.push(*entry.event.as_uuid());
         }
     }
     if !undo_events.is_empty() {

@@ -13,8 +13,11 @@
 //! A unit hands back, with its result, the events it announces. The writer
 //! appends the kept units' events to the outbox in one statement just before
 //! the commit, and wakes the service's relay once the commit is durable.
-//! [`BatchWriter::apply_once`] is how a consumed event is applied: its inbox
-//! row and its work in one unit, the work skipped for an event applied before.
+//! [`BatchWriter::apply_once`] is how a consumed event is applied: its work
+//! runs once its [`Claim`] is won. A batch's first round trip begins the
+//! transaction, takes the claimed keys' locks and inserts every claimed
+//! inbox row at once; a unit whose row was there already (a redelivery, a
+//! replay) does not run.
 //!
 //! The units run one after another on the writer's connection, so units of
 //! one batch never wait on each other's locks; they hold their locks until
@@ -25,11 +28,15 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
 use emporium_schemas::MessageId;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Row as _};
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 use crate::inbox;
 use crate::outbox::{self, OutboxSignal};
@@ -61,14 +68,58 @@ impl<E: From<sqlx::Error>> BatchError<E> {
     }
 }
 
+/// What applying a consumed event claims before its work runs: `consumer`'s
+/// inbox row for `event` and, optionally, a key every transaction claiming
+/// it takes turns on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    consumer: &'static str,
+    event: MessageId,
+    serialised_on: Option<Uuid>,
+}
+
+impl Claim {
+    pub fn new(consumer: &'static str, event: MessageId) -> Self {
+        Self { consumer, event, serialised_on: None }
+    }
+
+    /// Serialises the event's transaction with every other one claiming
+    /// `key` (an order, say) until it commits: for events of one key that
+    /// arrive through different consumers, and where each may find "nothing
+    /// yet" (no row to lock) and miss the other.
+    pub fn serialised_on(self, key: Uuid) -> Self {
+        Self { serialised_on: Some(key), ..self }
+    }
+
+    fn row(&self) -> (String, Uuid) {
+        (self.consumer.to_owned(), *self.event.as_uuid())
+    }
+}
+
 /// How a unit's caller is told once the batch's fate is known.
 type Deliver = Box<dyn FnOnce(Result<(), Arc<sqlx::Error>>) + Send>;
 /// What a unit hands back once it ran: the events to append if its writes
 /// are to be kept (`None`: undo them), and how to tell its caller.
 type Ran = (Option<Vec<OutgoingEvent>>, Deliver);
-/// A unit runs on the batch's connection, or, when no transaction could be
-/// begun, is handed the error and answers its caller without running.
-type Unit = Box<dyn for<'c> FnOnce(Result<&'c mut PgConnection, Arc<sqlx::Error>>) -> BoxFuture<'c, Ran> + Send>;
+
+/// What a unit is given when its turn comes.
+enum Turn<'c> {
+    /// Run on the batch's connection.
+    Run(&'c mut PgConnection),
+    /// Its event was applied before: answer without running.
+    Applied,
+    /// It cannot run (no transaction could be begun): answer with the error.
+    Failed(Arc<sqlx::Error>),
+}
+
+/// A unit's work: given its turn, it runs (or not) and answers its caller.
+type Run = Box<dyn for<'c> FnOnce(Turn<'c>) -> BoxFuture<'c, Ran> + Send>;
+
+/// A queued unit of work, with what it claims.
+struct Unit {
+    claim: Option<Claim>,
+    run: Run,
+}
 
 /// Counters for benchmarks and logs.
 #[derive(Debug, Default)]
@@ -107,12 +158,38 @@ impl BatchWriter {
         T: Send + 'static,
         E: Send + 'static,
     {
-        let (reply, answer) = oneshot::channel::<Result<T, BatchError<E>>>();
-        let unit: Unit = Box::new(move |connection| {
+        // A unit that claims nothing always runs: `None` never comes back.
+        self.submit(None, work).await?.ok_or(BatchError::Stopped)
+    }
+
+    /// Applies a consumed event once: runs `work` in the writer's next
+    /// transaction, like [`run`](Self::run), if `claim` is won (its inbox
+    /// row is new). `Ok(None)`: the event was applied before (a redelivery,
+    /// a replay) and `work` did not run. The batch's own failure comes back
+    /// as a database error of the unit's type ([`BatchError::into_unit_error`]),
+    /// which the caller retries like any other.
+    pub async fn apply_once<T, E, F>(&self, claim: Claim, work: F) -> Result<Option<T>, E>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<(T, Vec<OutgoingEvent>), E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<sqlx::Error> + Send + 'static,
+    {
+        self.submit(Some(claim), work).await.map_err(BatchError::into_unit_error)
+    }
+
+    async fn submit<T, E, F>(&self, claim: Option<Claim>, work: F) -> Result<Option<T>, BatchError<E>>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<(T, Vec<OutgoingEvent>), E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel::<Result<Option<T>, BatchError<E>>>();
+        let run: Run = Box::new(move |turn| {
             Box::pin(async move {
-                let outcome = match connection {
-                    Ok(connection) => work(connection).await,
-                    Err(error) => {
+                let outcome = match turn {
+                    Turn::Run(connection) => work(connection).await.map(|(value, events)| (Some(value), events)),
+                    Turn::Applied => Ok((None, Vec::new())),
+                    Turn::Failed(error) => {
                         let _ = reply.send(Err(BatchError::Database(shared_error(&error))));
                         let nothing_more: Deliver = Box::new(|_| {});
                         return (None, nothing_more);
@@ -134,33 +211,8 @@ impl BatchWriter {
                 (kept, deliver)
             })
         });
-        self.sender.send(unit).await.map_err(|_| BatchError::Stopped)?;
+        self.sender.send(Unit { claim, run }).await.map_err(|_| BatchError::Stopped)?;
         answer.await.unwrap_or(Err(BatchError::Stopped))
-    }
-
-    /// Applies `event` once for `consumer`: records its inbox row and runs
-    /// `work` in the writer's next transaction, like [`run`](Self::run).
-    /// `Ok(None)`: the event was applied before (a redelivery, a replay) and
-    /// `work` did not run. The batch's own failure comes back as a database
-    /// error of the unit's type ([`BatchError::into_unit_error`]), which the
-    /// caller retries like any other.
-    pub async fn apply_once<T, E, F>(&self, consumer: &'static str, event: MessageId, work: F) -> Result<Option<T>, E>
-    where
-        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<(T, Vec<OutgoingEvent>), E>> + Send + 'static,
-        T: Send + 'static,
-        E: From<sqlx::Error> + Send + 'static,
-    {
-        self.run(move |tx| {
-            Box::pin(async move {
-                if !inbox::record(&mut *tx, consumer, event).await? {
-                    return Ok((None, Vec::new()));
-                }
-                let (value, events) = work(tx).await?;
-                Ok((Some(value), events))
-            })
-        })
-        .await
-        .map_err(BatchError::into_unit_error)
     }
 
     pub fn stats(&self) -> &BatchStats {
@@ -196,49 +248,81 @@ async fn run(pool: PgPool, outbox: OutboxSignal, mut receiver: mpsc::Receiver<Un
 /// `queued`; returns how many it took. Each unit's caller is answered. When
 /// no transaction can be begun, every queued unit is answered with that error.
 ///
-/// The savepoint between two units is one round trip ("RELEASE; SAVEPOINT"),
-/// so a batch of n units costs n + 1 round trips besides the units' own
-/// statements and the one that appends their events, where n transactions
-/// would cost 2n.
+/// Round trips: the first begins the transaction and settles every claim
+/// ([`begin`]); a savepoint is taken before each unit that runs after
+/// another has written ("RELEASE; SAVEPOINT", one round trip); then the
+/// units' own statements, the one that appends their events, and the
+/// commit. A unit alone needs no savepoint: its failure rolls back the
+/// transaction.
 async fn write(pool: &PgPool, signal: &OutboxSignal, queued: &mut VecDeque<Unit>) -> usize {
     let mut connection = match pool.acquire().await {
         Ok(connection) => connection,
         Err(error) => return abandon(queued, error).await,
     };
-    // One unit alone needs no savepoint: its failure rolls back the transaction.
     let alone = queued.len() == 1;
-    let begin = if alone { "BEGIN" } else { "BEGIN; SAVEPOINT unit" };
-    if let Err(error) = sqlx::raw_sql(begin).execute(&mut *connection).await {
-        connection.close_on_drop();
-        return abandon(queued, error).await;
-    }
+    let claims: Vec<Claim> = queued.iter().filter_map(|unit| unit.claim).collect();
+    let mut won = match begin(&mut connection, &claims, alone).await {
+        Ok(won) => won,
+        Err(error) => {
+            connection.close_on_drop();
+            return abandon(queued, error).await;
+        }
+    };
     let mut delivered: Vec<Deliver> = Vec::new();
     // The kept units' events, in unit order: each key's events keep their order.
     let mut announced: Vec<OutgoingEvent> = Vec::new();
     let outcome = async {
-        while let Some(unit) = queued.pop_front() {
+        // Whether a unit wrote since the savepoint was last taken.
+        let mut dirty = false;
+        while let Some(Unit { claim, run }) = queued.pop_front() {
+            let row = claim.as_ref().map(Claim::row);
+            let fresh = row.as_ref().is_none_or(|row| won.remove(row));
+            if !fresh {
+                // Applied before, or claimed by an earlier unit of this batch.
+                let turn = match &row {
+                    Some(row) if won.lost_to_a_failed_copy(row) => Turn::Failed(Arc::new(sqlx::Error::Protocol(
+                        "an earlier copy of this event failed in the same batch; it is taken again".to_owned(),
+                    ))),
+                    _ => Turn::Applied,
+                };
+                let (_, deliver) = run(turn).await;
+                delivered.push(deliver);
+                continue;
+            }
+            if dirty {
+                sqlx::raw_sql("RELEASE SAVEPOINT unit; SAVEPOINT unit").execute(&mut *connection).await?;
+                dirty = false;
+            }
             // A unit that panics is undone like one that failed; its caller, never
             // answered, hears that the writer stopped and retries.
-            let (kept, deliver) = match AssertUnwindSafe(unit(Ok(&mut *connection))).catch_unwind().await {
+            let (kept, deliver) = match AssertUnwindSafe(run(Turn::Run(&mut connection))).catch_unwind().await {
                 Ok(ran) => ran,
                 Err(_) => (None, Box::new(|_| {}) as Deliver),
             };
             delivered.push(deliver);
-            let keep = kept.is_some();
-            announced.extend(kept.into_iter().flatten());
-            let more = !queued.is_empty();
-            let between = match (keep, alone, more) {
-                (false, true, _) => Some("ROLLBACK"),
-                (false, false, _) => Some("ROLLBACK TO SAVEPOINT unit"),
-                (true, false, true) => Some("RELEASE SAVEPOINT unit; SAVEPOINT unit"),
-                (true, _, false) => None,
-                (true, true, true) => None,
-            };
-            if let Some(sql) = between {
-                sqlx::raw_sql(sql).execute(&mut *connection).await?;
-            }
-            if !keep && alone {
-                return Ok(());
+            match kept {
+                Some(events) => {
+                    announced.extend(events);
+                    dirty = !alone;
+                }
+                None if alone => {
+                    sqlx::raw_sql("ROLLBACK").execute(&mut *connection).await?;
+                    return Ok(());
+                }
+                None => {
+                    // The inbox row came before the savepoint: it goes with its unit's writes.
+                    let mut undo = "ROLLBACK TO SAVEPOINT unit".to_owned();
+                    if let Some(row) = &row {
+                        won.failed(row.clone());
+                        let (consumer, event) = row;
+                        let _ = write!(
+                            undo,
+                            "; DELETE FROM inbox WHERE consumer = {} AND event_id = '{event}'",
+                            quoted(consumer)
+                        );
+                    }
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(undo)).execute(&mut *connection).await?;
+                }
             }
         }
         outbox::append(&mut connection, &announced).await?;
@@ -265,13 +349,82 @@ async fn write(pool: &PgPool, signal: &OutboxSignal, queued: &mut VecDeque<Unit>
     ran
 }
 
+/// The inbox rows a batch won, as its units take them.
+#[derive(Debug, Default)]
+struct Won {
+    new: HashSet<(String, Uuid)>,
+    /// Rows whose unit failed, and were deleted again.
+    failed: HashSet<(String, Uuid)>,
+}
+
+impl Won {
+    /// Whether `row` is the batch's to apply, once: a second unit with the same row is not.
+    fn remove(&mut self, row: &(String, Uuid)) -> bool {
+        self.new.remove(row)
+    }
+
+    fn failed(&mut self, row: (String, Uuid)) {
+        self.failed.insert(row);
+    }
+
+    /// Whether `row` was won by an earlier unit that failed: a copy must not
+    /// read as applied, or its delivery would be acked with nothing applied.
+    fn lost_to_a_failed_copy(&self, row: &(String, Uuid)) -> bool {
+        self.failed.contains(row)
+    }
+}
+
+/// Begins the batch's transaction in one round trip: takes the claimed
+/// keys' locks (in one order, so two batches never wait on each other),
+/// inserts every claimed inbox row, and takes the first savepoint unless
+/// the unit is alone. Returns the rows that were new.
+///
+/// One simple-protocol statement list, so its values are written as
+/// literals: uuids and consumer names (constants of the code) quoted.
+async fn begin(connection: &mut PgConnection, claims: &[Claim], alone: bool) -> Result<Won, sqlx::Error> {
+    let mut sql = "BEGIN".to_owned();
+    let mut keys: Vec<i64> = claims.iter().filter_map(|claim| claim.serialised_on).map(inbox::lock_id).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    if !keys.is_empty() {
+        let keys: Vec<String> = keys.iter().map(i64::to_string).collect();
+        let _ = write!(sql, "; SELECT pg_advisory_xact_lock(k) FROM unnest('{{{}}}'::bigint[]) AS k", keys.join(","));
+    }
+    if !claims.is_empty() {
+        let mut rows: Vec<(String, Uuid)> = claims.iter().map(|claim| claim.row()).collect();
+        rows.sort_unstable();
+        let values: Vec<String> =
+            rows.iter().map(|(consumer, event)| format!("({}, '{event}'::uuid)", quoted(consumer))).collect();
+        let _ = write!(
+            sql,
+            "; INSERT INTO inbox (consumer, event_id) VALUES {} ON CONFLICT DO NOTHING RETURNING consumer, event_id",
+            values.join(", ")
+        );
+    }
+    if !alone {
+        sql.push_str("; SAVEPOINT unit");
+    }
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *connection).await?;
+    let mut won = Won::default();
+    // The locks' rows have one column; the inbox rows two.
+    for row in rows.iter().filter(|row| row.len() == 2) {
+        won.new.insert((row.try_get(0)?, row.try_get(1)?));
+    }
+    Ok(won)
+}
+
+/// `text` as an SQL string literal.
+fn quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
 async fn abandon(queued: &mut VecDeque<Unit>, error: sqlx::Error) -> usize {
     tracing::warn!(%error, units = queued.len(), "no batch transaction could be begun");
     let error = Arc::new(error);
     let count = queued.len();
     for unit in queued.drain(..) {
         // A unit handed the error answers its caller itself.
-        let _ = unit(Err(error.clone())).await;
+        let _ = (unit.run)(Turn::Failed(error.clone())).await;
     }
     count
 }

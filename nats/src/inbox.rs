@@ -2,6 +2,8 @@
 //! that applies the event, so a redelivered or replayed event finds its row
 //! and changes nothing. And, for events of one key that arrive through
 //! different consumers, a lock that makes their transactions take turns.
+//! The batch writer does both for a unit's [`Claim`](crate::batch::Claim),
+//! for all its units in one statement; [`record`] is the one-event form.
 
 use emporium_schemas::MessageId;
 use sqlx::PgConnection;
@@ -18,16 +20,12 @@ pub async fn record(tx: &mut PgConnection, consumer: &str, event: MessageId) -> 
     Ok(inserted.rows_affected() == 1)
 }
 
-/// Serialises every transaction about `key` (an order, say) until the
-/// caller's transaction ends. The consumer loop keeps one key's events in
-/// order within one stream; events of that key from another stream are
-/// handled concurrently, and where both may find "nothing yet" (no row to
-/// lock) they would each miss the other.
-pub async fn lock_key(tx: &mut PgConnection, key: Uuid) -> Result<(), sqlx::Error> {
-    // The random tail of the id (a v7's leading bytes are a timestamp); a
-    // collision of two keys only makes one wait for the other.
+/// The advisory lock that serialises transactions about `key` (an order,
+/// say): the random tail of the id (a v7's leading bytes are a timestamp);
+/// a collision of two keys only makes one wait for the other. Taken by the
+/// batch writer for a [`Claim`](crate::batch::Claim) serialised on `key`.
+pub(crate) fn lock_id(key: Uuid) -> i64 {
     let mut tail = [0_u8; 8];
     tail.copy_from_slice(&key.as_bytes()[8..]);
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(i64::from_be_bytes(tail)).execute(tx).await?;
-    Ok(())
+    i64::from_be_bytes(tail)
 }

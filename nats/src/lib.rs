@@ -34,7 +34,7 @@ pub mod rpc;
 pub mod runtime;
 pub mod topology;
 
-pub use batch::{BatchError, BatchWriter};
+pub use batch::{BatchError, BatchWriter, Claim};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use consumer::{
     ConsumerLoop, Delivery, EventSet, Freshness, Handled, Handler, HandlerError, LoopConfig, Retryable,

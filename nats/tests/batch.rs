@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use emporium_nats::{BatchError, BatchWriter, OutboxSignal, OutgoingEvent};
+use emporium_nats::{BatchError, BatchWriter, Claim, OutboxSignal, OutgoingEvent};
 use emporium_schemas::{EntityKey, MessageId};
 use emporium_test_harness::TestDatabase;
 use emporium_test_harness::events::order_shipped;
@@ -107,7 +107,7 @@ async fn apply_note(
     fail: bool,
 ) -> Result<Option<i32>, sqlx::Error> {
     writer
-        .apply_once("notes", event, move |tx| {
+        .apply_once(Claim::new("notes", event), move |tx| {
             Box::pin(async move {
                 sqlx::query("INSERT INTO notes (id, body) VALUES ($1, 'kept')").bind(id).execute(&mut *tx).await?;
                 if fail {
@@ -134,18 +134,27 @@ async fn a_consumed_event_is_applied_once_with_its_events_and_the_relay_is_woken
     let shipped = OutgoingEvent::encode(&order_shipped(&key, 1)).unwrap();
     let (event, failing) = (MessageId::new_v7(), MessageId::new_v7());
 
-    // Given an event applied, its copy, and another event whose work fails, all at once,
-    let (first, again, failed) = tokio::join!(
+    // Given an event applied, its copy, and another event whose work fails, with a copy
+    // behind it whose work would not, all at once (one batch),
+    let (first, again, failed, failed_copy) = tokio::join!(
         apply_note(&writer, event, 1, vec![shipped.clone()], false),
         apply_note(&writer, event, 2, vec![shipped.clone()], false),
         apply_note(&writer, failing, 3, vec![shipped.clone()], true),
+        apply_note(&writer, failing, 4, Vec::new(), false),
     );
 
     // then the event's work ran once and its copy's not at all,
     assert_eq!(first.unwrap(), Some(1));
     assert_eq!(again.unwrap(), None, "a copy of an applied event is skipped");
     assert!(failed.is_err());
-    assert_eq!(ids(pool).await, vec![1]);
+    // the failed event's copy is never told it was applied: it ran, or is to be taken again,
+    match failed_copy {
+        Ok(Some(4)) => assert_eq!(ids(pool).await, vec![1, 4]),
+        Err(_) => assert_eq!(ids(pool).await, vec![1]),
+        other => panic!("the copy of a failed event read {other:?}"),
+    }
+    sqlx::query("DELETE FROM notes WHERE id = 4").execute(pool).await.unwrap();
+    sqlx::query("DELETE FROM inbox WHERE event_id = $1").bind(failing.as_uuid()).execute(pool).await.unwrap();
     // only the kept unit's events are in the outbox, and the relay was woken.
     assert_eq!(outbox_ids(pool).await, vec![*shipped.id.as_uuid()]);
     let woken = tokio::time::timeout(Duration::from_secs(5), signal.woken()).await;
@@ -153,4 +162,43 @@ async fn a_consumed_event_is_applied_once_with_its_events_and_the_relay_is_woken
     // The failed event left no inbox row: its redelivery runs its work.
     assert_eq!(apply_note(&writer, failing, 3, Vec::new(), false).await.unwrap(), Some(3));
     assert_eq!(ids(pool).await, vec![1, 3]);
+}
+
+#[tokio::test]
+async fn units_serialised_on_one_key_take_turns_across_writers() {
+    let db = TestDatabase::create().await.unwrap();
+    let pool = table(&db).await;
+    emporium_nats::outbox::migrate(pool).await.unwrap();
+    // Given two writers (two replicas of a service), each applying an event of one order,
+    let (one, other) = (
+        BatchWriter::start(pool.clone(), OutboxSignal::default()),
+        BatchWriter::start(pool.clone(), OutboxSignal::default()),
+    );
+    let order = Uuid::now_v7();
+    let slow = tokio::spawn(async move {
+        one.apply_once(Claim::new("notes", MessageId::new_v7()).serialised_on(order), move |tx| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO notes (id, body) VALUES (1, 'first')").execute(&mut *tx).await?;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok::<_, sqlx::Error>(((), Vec::new()))
+            })
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // when the second starts while the first still holds its transaction open,
+    let seen = other
+        .apply_once(Claim::new("notes", MessageId::new_v7()).serialised_on(order), move |tx| {
+            Box::pin(async move {
+                let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM notes").fetch_one(&mut *tx).await?;
+                Ok::<_, sqlx::Error>((seen, Vec::new()))
+            })
+        })
+        .await
+        .unwrap();
+
+    // then its work ran only once the first had committed.
+    slow.await.unwrap().unwrap();
+    assert_eq!(seen, Some(1), "the second unit ran beside the first");
 }

@@ -86,7 +86,8 @@ async fn every_search_and_filter_uses_its_index() {
             "products_price",
         ),
         ("seller", SearchProducts { seller: Some(UserId::from_uuid(seller)), ..Default::default() }, "products_seller"),
-        ("in stock, newest", SearchProducts { in_stock: Some(true), ..Default::default() }, "products_in_stock"),
+        // No index reads `available` (stock copies would stop being HOT updates): newest order, filtered.
+        ("in stock, newest", SearchProducts { in_stock: Some(true), ..Default::default() }, "products_newest"),
         ("newest", SearchProducts::default(), "products_newest"),
         ("cheapest", SearchProducts { sort: Some(SortOrder::PriceAsc), ..Default::default() }, "products_price"),
         ("dearest", SearchProducts { sort: Some(SortOrder::PriceDesc), ..Default::default() }, "products_price"),

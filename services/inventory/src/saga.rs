@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use emporium_nats::{
-    BatchWriter, Delivery, Handled, Handler, HandlerError, OutboxSignal, OutgoingEvent, Retryable, SharedClock,
+    BatchWriter, Claim, Delivery, Handled, Handler, HandlerError, OutboxSignal, OutgoingEvent, Retryable, SharedClock,
     event_set,
 };
 use emporium_schemas::events::catalog::{ProductCreated, ProductDeleted};
@@ -221,7 +221,7 @@ impl Inventory {
         let this = self.clone();
         let applied = self
             .writer
-            .apply_once(consumer, event, move |tx| {
+            .apply_once(Claim::new(consumer, event), move |tx| {
                 Box::pin(async move {
                     let events = this.step(tx, order, &step, origin).await?;
                     let handled = if events.is_empty() { Handled::Skipped } else { Handled::Applied };
@@ -333,7 +333,7 @@ impl CatalogEvents {
         let applied = self
             .0
             .writer
-            .apply_once(CATALOG_CONSUMER, event.id, move |tx| {
+            .apply_once(Claim::new(CATALOG_CONSUMER, event.id), move |tx| {
                 Box::pin(async move {
                     let events = inventory.learn_product(tx, &event.data, origin).await?;
                     Ok::<_, ApplyError>((Handled::Applied, events))

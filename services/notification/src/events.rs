@@ -15,15 +15,17 @@
 //! nor ends in the DLQ. The order event that names the customer takes the
 //! order's parked events with its own writes and tells them, oldest
 //! first, through the one path a live event takes (`Notifier::notify`).
-//! Every event of an order is applied under the order's lock
-//! ([`store::lock_order`]), so a parking and the order's arrival never
-//! miss each other.
+//! Every event of an order is applied under the order's lock (its claim is
+//! serialised on the order): the order's row cannot be locked before it
+//! exists, and a payment event parking beside its `order.placed` committing
+//! (two streams, two consumers) would otherwise each miss the other, the
+//! event parked after the order took its parked events, and left there for good.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use emporium_nats::{
-    BatchWriter, Delivery, Handled, Handler, HandlerError, OutboxSignal, Retryable, SharedClock, event_set,
+    BatchWriter, Claim, Delivery, Handled, Handler, HandlerError, OutboxSignal, Retryable, SharedClock, event_set,
 };
 use emporium_platform::counters::Counter;
 use emporium_schemas::events::identity::UserRegistered;
@@ -153,7 +155,7 @@ impl Notifier {
         let order = fact.order();
         let applied = self
             .writer
-            .apply_once(consumer, id, move |tx| {
+            .apply_once(Claim::new(consumer, id).serialised_on(*order.as_uuid()), move |tx| {
                 Box::pin(async move { this.tell_or_park(tx, &event, fact).await.map(|outcome| (outcome, Vec::new())) })
             })
             .await?;
@@ -190,7 +192,6 @@ impl Notifier {
     ) -> Result<Outcome, ApplyError> {
         let now = self.clock.now();
         let order = fact.order();
-        store::lock_order(tx, order).await?;
         let Some(mut made) = self.notify(tx, event.id, &fact, now).await? else {
             return park(tx, event, order, now).await;
         };
@@ -243,7 +244,7 @@ impl Notifier {
         let this = self.clone();
         let applied = self
             .writer
-            .apply_once(IDENTITY_CONSUMER, event.id, move |tx| {
+            .apply_once(Claim::new(IDENTITY_CONSUMER, event.id), move |tx| {
                 Box::pin(async move {
                     let user = &event.data;
                     let (email, name) = (user.email.as_str(), user.name.as_str());

@@ -73,15 +73,6 @@ pub async fn customer_of(tx: &mut PgConnection, order: OrderId) -> Result<Option
     Ok(customer.map(UserId::from_uuid))
 }
 
-/// Serialises every event of `order` until the transaction ends. The
-/// order's row cannot be locked before it exists, and a payment event
-/// parking beside its `order.placed` committing (two streams, two
-/// consumers) would otherwise each miss the other: the event parked after
-/// the order took its parked events, and left there for good.
-pub async fn lock_order(tx: &mut PgConnection, order: OrderId) -> Result<(), StoreError> {
-    Ok(emporium_nats::inbox::lock_key(tx, *order.as_uuid()).await?)
-}
-
 /// An event kept until its order's customer is known: its envelope's type
 /// and schema, and its data, to be decoded back as it arrived.
 #[derive(Debug, Clone, PartialEq)]

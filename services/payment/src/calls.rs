@@ -174,10 +174,7 @@ impl Payments {
     ) -> Result<(Settled, Vec<OutgoingEvent>), ApplyError> {
         let now = self.clock.now();
         let corrupt = |what: String| ApplyError::Store(StoreError::Corrupt(what));
-        let payment = store::lock_payment(tx, attempt.payment_id)
-            .await?
-            .ok_or_else(|| corrupt(format!("attempt {} has no payment", attempt.key)))?;
-        let current = store::lock_attempt(tx, &attempt.key)
+        let (payment, current) = store::lock_attempt(tx, &attempt.key)
             .await?
             .ok_or_else(|| corrupt(format!("attempt {} is gone", attempt.key)))?;
         if !current.status.is_open() {
@@ -301,10 +298,7 @@ impl Payments {
                 [sale.reversal(EntryKind::Unsale)?, charge.reversal(EntryKind::Refund)?]
             }
         };
-        for entry in &entries {
-            store::post_entry(tx, order, id, entry, now).await?;
-        }
-        Ok(())
+        Ok(store::post_entries(tx, order, id, &entries, now).await?)
     }
 
     /// One recovery step: settles, or makes again with the same key, every

@@ -386,7 +386,13 @@ pub fn retry_delay(backoff: Duration, attempt: u32) -> Duration {
 
 /// The idempotency key of attempt number `attempt` of `operation` on a payment.
 pub fn idempotency_key(payment_id: &uuid::Uuid, operation: Operation, attempt: u32) -> String {
-    format!("{payment_id}:{}:{attempt}", operation.as_str())
+    format!("{}{attempt}", idempotency_key_prefix(payment_id, operation))
+}
+
+/// What every attempt's key of `operation` on a payment starts with: the
+/// attempt's number follows (the store appends it where it counts attempts).
+pub fn idempotency_key_prefix(payment_id: &uuid::Uuid, operation: Operation) -> String {
+    format!("{payment_id}:{}:", operation.as_str())
 }
 
 #[cfg(test)]

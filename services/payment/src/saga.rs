@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use emporium_nats::{
-    BatchWriter, Delivery, Handled, Handler, HandlerError, OutboxSignal, Retryable, SharedClock, event_set,
+    BatchWriter, Claim, Delivery, Handled, Handler, HandlerError, OutboxSignal, Retryable, SharedClock, event_set,
 };
 use emporium_schemas::events::inventory::InventoryReserved;
 use emporium_schemas::events::order::{OrderCancelled, OrderConfirmed, OrderPlaced};
@@ -241,7 +241,7 @@ impl Payments {
         let this = self.clone();
         let applied = self
             .writer
-            .apply_once(consumer, event, move |tx| {
+            .apply_once(Claim::new(consumer, event), move |tx| {
                 Box::pin(async move {
                     let applied = this.apply_in(tx, order, step, origin).await?;
                     Ok::<_, ApplyError>((applied, Vec::new()))

@@ -114,8 +114,9 @@ impl PaymentRow {
     }
 }
 
-const PAYMENT_COLUMNS: &str = "payment_id, order_id, status, version, cancel_requested, customer_id, amount, currency,
-    payment_method, correlation_id, authorization_ref, capture_ref, retry_at";
+const PAYMENT_COLUMNS: &str =
+    "p.payment_id, p.order_id, p.status, p.version, p.cancel_requested, p.customer_id, p.amount,
+    p.currency, p.payment_method, p.correlation_id, p.authorization_ref, p.capture_ref, p.retry_at";
 
 /// The payment `condition` (on `$1`, a fixed string of this module) picks.
 async fn select_payment<'c>(
@@ -123,7 +124,7 @@ async fn select_payment<'c>(
     condition: &'static str,
     id: &Uuid,
 ) -> Result<Option<PaymentRow>, StoreError> {
-    let query = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE {condition}");
+    let query = format!("SELECT {PAYMENT_COLUMNS} FROM payments p WHERE {condition}");
     let row = sqlx::query(sqlx::AssertSqlSafe(query)).bind(id).fetch_optional(executor).await?;
     row.as_ref().map(PaymentRow::from_row).transpose()
 }
@@ -162,17 +163,27 @@ pub struct NewPayment {
     pub correlation_id: Uuid,
 }
 
-/// Records a payment awaiting stock, unless the order has one. Returns whether it was new.
+/// Records a payment awaiting stock, with its lines, unless the order has
+/// one. Returns whether it was new.
 pub async fn insert_payment(
     tx: &mut PgConnection,
     payment: &NewPayment,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    let inserted = sqlx::query(
-        "INSERT INTO payments (payment_id, order_id, status, customer_id, amount, currency, payment_method,
-                               correlation_id, created_at, updated_at)
-         VALUES ($1, $2, 'awaiting_stock', $3, $4, $5, $6, $7, $8, $8)
-         ON CONFLICT (order_id) DO NOTHING",
+    let lines = LineColumns::of(&payment.lines);
+    let inserted: i64 = sqlx::query_scalar(
+        "WITH payment AS (
+             INSERT INTO payments (payment_id, order_id, status, customer_id, amount, currency, payment_method,
+                                   correlation_id, created_at, updated_at)
+             VALUES ($1, $2, 'awaiting_stock', $3, $4, $5, $6, $7, $8, $8)
+             ON CONFLICT (order_id) DO NOTHING
+             RETURNING payment_id),
+         lines AS (
+             INSERT INTO payment_lines (payment_id, line_no, product_id, seller_id, quantity, unit_price)
+             SELECT payment.payment_id, line_no, product_id, seller_id, quantity, unit_price
+             FROM payment, unnest($9::int[], $10::uuid[], $11::uuid[], $12::int[], $13::bigint[])
+                  AS l(line_no, product_id, seller_id, quantity, unit_price))
+         SELECT count(*) FROM payment",
     )
     .bind(payment.payment_id.as_uuid())
     .bind(payment.order_id.as_uuid())
@@ -182,13 +193,14 @@ pub async fn insert_payment(
     .bind(payment.ordered.method.as_str())
     .bind(payment.correlation_id)
     .bind(now)
-    .execute(&mut *tx)
+    .bind(&lines.numbers)
+    .bind(&lines.products)
+    .bind(&lines.sellers)
+    .bind(&lines.quantities)
+    .bind(&lines.prices)
+    .fetch_one(&mut *tx)
     .await?;
-    if inserted.rows_affected() == 0 {
-        return Ok(false);
-    }
-    insert_lines(tx, payment.payment_id, &payment.lines).await?;
-    Ok(true)
+    Ok(inserted == 1)
 }
 
 /// Fills in what was ordered on a payment recorded before its placement was
@@ -216,12 +228,29 @@ pub async fn record_placement(
     insert_lines(tx, payment_id, &payment.lines).await
 }
 
+/// Order lines as the columns `payment_lines` is filled from.
+struct LineColumns {
+    numbers: Vec<i32>,
+    products: Vec<Uuid>,
+    sellers: Vec<Uuid>,
+    quantities: Vec<i32>,
+    prices: Vec<i64>,
+}
+
+impl LineColumns {
+    fn of(lines: &[NewLine]) -> Self {
+        Self {
+            numbers: (1..).take(lines.len()).collect(),
+            products: lines.iter().map(|l| *l.product.as_uuid()).collect(),
+            sellers: lines.iter().map(|l| *l.seller.as_uuid()).collect(),
+            quantities: lines.iter().map(|l| i32::try_from(l.quantity).unwrap_or(i32::MAX)).collect(),
+            prices: lines.iter().map(|l| l.unit_price).collect(),
+        }
+    }
+}
+
 async fn insert_lines(tx: &mut PgConnection, payment: PaymentId, lines: &[NewLine]) -> Result<(), StoreError> {
-    let numbers: Vec<i32> = (1..).take(lines.len()).collect();
-    let products: Vec<Uuid> = lines.iter().map(|l| *l.product.as_uuid()).collect();
-    let sellers: Vec<Uuid> = lines.iter().map(|l| *l.seller.as_uuid()).collect();
-    let quantities: Vec<i32> = lines.iter().map(|l| i32::try_from(l.quantity).unwrap_or(i32::MAX)).collect();
-    let prices: Vec<i64> = lines.iter().map(|l| l.unit_price).collect();
+    let lines = LineColumns::of(lines);
     sqlx::query(
         "INSERT INTO payment_lines (payment_id, line_no, product_id, seller_id, quantity, unit_price)
          SELECT $1, line_no, product_id, seller_id, quantity, unit_price
@@ -229,11 +258,11 @@ async fn insert_lines(tx: &mut PgConnection, payment: PaymentId, lines: &[NewLin
               AS l(line_no, product_id, seller_id, quantity, unit_price)",
     )
     .bind(payment.as_uuid())
-    .bind(&numbers)
-    .bind(&products)
-    .bind(&sellers)
-    .bind(&quantities)
-    .bind(&prices)
+    .bind(&lines.numbers)
+    .bind(&lines.products)
+    .bind(&lines.sellers)
+    .bind(&lines.quantities)
+    .bind(&lines.prices)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -457,10 +486,10 @@ impl Attempt {
         let operation: String = row.try_get("operation")?;
         let operation = Operation::parse(&operation)
             .ok_or_else(|| StoreError::Corrupt(format!("attempt operation {operation}")))?;
-        let status: String = row.try_get("status")?;
+        let status: String = row.try_get("attempt_status")?;
         let number: i32 = row.try_get("attempt")?;
         let key: String = row.try_get("idempotency_key")?;
-        let request = Request::from_parts(operation, row.try_get("payment_method")?, row.try_get("target_ref")?)
+        let request = Request::from_parts(operation, row.try_get("attempt_method")?, row.try_get("target_ref")?)
             .ok_or_else(|| StoreError::Corrupt(format!("attempt {key} lacks its request")))??;
         Ok(Self {
             payment_id: PaymentId::from_uuid(row.try_get("payment_id")?),
@@ -469,9 +498,9 @@ impl Attempt {
             status: AttemptStatus::parse(&status)
                 .ok_or_else(|| StoreError::Corrupt(format!("attempt status {status}")))?,
             request,
-            amount: money(row.try_get("amount")?, row.try_get("currency")?)?,
+            amount: money(row.try_get("attempt_amount")?, row.try_get("attempt_currency")?)?,
             origin: Origin {
-                correlation_id: row.try_get("correlation_id")?,
+                correlation_id: row.try_get("attempt_correlation_id")?,
                 causation_id: row.try_get("causation_id")?,
             },
             key,
@@ -479,8 +508,10 @@ impl Attempt {
     }
 }
 
-const ATTEMPT_COLUMNS: &str = "a.idempotency_key, a.payment_id, p.order_id, a.operation, a.attempt, a.status, a.amount,
-    a.currency, a.payment_method, a.target_ref, a.correlation_id, a.causation_id";
+/// Named apart from the payment's columns, so one row can carry both.
+const ATTEMPT_COLUMNS: &str = "a.idempotency_key, a.payment_id, p.order_id, a.operation, a.attempt,
+    a.status AS attempt_status, a.amount AS attempt_amount, a.currency AS attempt_currency,
+    a.payment_method AS attempt_method, a.target_ref, a.correlation_id AS attempt_correlation_id, a.causation_id";
 
 /// A call to record before it is made.
 #[derive(Debug, Clone)]
@@ -499,24 +530,20 @@ pub async fn insert_attempt(
     attempt: NewAttempt,
     now: DateTime<Utc>,
 ) -> Result<Attempt, StoreError> {
-    let previous: Option<i32> =
-        sqlx::query_scalar("SELECT max(attempt) FROM provider_attempts WHERE payment_id = $1 AND operation = $2")
-            .bind(attempt.payment_id.as_uuid())
-            .bind(attempt.request.operation().as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-    let number =
-        previous.map_or(Ok(1), |n| u32::try_from(n).map(|n| n + 1)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let key = domain::idempotency_key(attempt.payment_id.as_uuid(), attempt.request.operation(), number);
-    sqlx::query(
-        "INSERT INTO provider_attempts (idempotency_key, payment_id, operation, attempt, status, amount, currency,
+    let operation = attempt.request.operation();
+    // The next number and the key made of it, in the statement that inserts it.
+    let (key, number): (String, i32) = sqlx::query_as(
+        "WITH next AS (
+             SELECT coalesce(max(attempt), 0) + 1 AS attempt
+             FROM provider_attempts WHERE payment_id = $2 AND operation = $3)
+         INSERT INTO provider_attempts (idempotency_key, payment_id, operation, attempt, status, amount, currency,
                                         payment_method, target_ref, correlation_id, causation_id, started_at)
-         VALUES ($1, $2, $3, $4, 'started', $5, $6, $7, $8, $9, $10, $11)",
+         SELECT $1 || next.attempt, $2, $3, next.attempt, 'started', $4, $5, $6, $7, $8, $9, $10 FROM next
+         RETURNING idempotency_key, attempt",
     )
-    .bind(&key)
+    .bind(domain::idempotency_key_prefix(attempt.payment_id.as_uuid(), operation))
     .bind(attempt.payment_id.as_uuid())
-    .bind(attempt.request.operation().as_str())
-    .bind(i32::try_from(number).unwrap_or(i32::MAX))
+    .bind(operation.as_str())
     .bind(attempt.amount.amount.get())
     .bind(attempt.amount.currency.as_str())
     .bind(attempt.request.method())
@@ -524,8 +551,9 @@ pub async fn insert_attempt(
     .bind(attempt.origin.correlation_id)
     .bind(attempt.origin.causation_id)
     .bind(now)
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
+    let number = u32::try_from(number).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(Attempt {
         key,
         payment_id: attempt.payment_id,
@@ -538,14 +566,14 @@ pub async fn insert_attempt(
     })
 }
 
-/// Locks and reads an attempt (its payment must be locked first).
-pub async fn lock_attempt(tx: &mut PgConnection, key: &str) -> Result<Option<Attempt>, StoreError> {
+/// Locks and reads an attempt and its payment.
+pub async fn lock_attempt(tx: &mut PgConnection, key: &str) -> Result<Option<(PaymentRow, Attempt)>, StoreError> {
     let query = format!(
-        "SELECT {ATTEMPT_COLUMNS} FROM provider_attempts a JOIN payments p USING (payment_id)
-         WHERE a.idempotency_key = $1 FOR UPDATE OF a"
+        "SELECT {PAYMENT_COLUMNS}, {ATTEMPT_COLUMNS} FROM provider_attempts a JOIN payments p USING (payment_id)
+         WHERE a.idempotency_key = $1 FOR UPDATE OF p, a"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(query)).bind(key).fetch_optional(tx).await?;
-    row.as_ref().map(Attempt::from_row).transpose()
+    row.as_ref().map(|row| Ok((PaymentRow::from_row(row)?, Attempt::from_row(row)?))).transpose()
 }
 
 /// The latest attempt of `operation` on a payment.
@@ -645,36 +673,42 @@ pub async fn due_retries(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Resul
     Ok(ids.into_iter().map(PaymentId::from_uuid).collect())
 }
 
-/// Posts a (balanced) entry. The database refuses an unbalanced one again at commit.
-pub async fn post_entry(
+/// Posts (balanced) entries, in one statement. The database refuses an
+/// unbalanced one again at commit.
+pub async fn post_entries(
     tx: &mut PgConnection,
     order: OrderId,
     payment: PaymentId,
-    entry: &JournalEntry,
+    entries: &[JournalEntry],
     now: DateTime<Utc>,
-) -> Result<Uuid, StoreError> {
-    let id = Uuid::now_v7();
-    sqlx::query("INSERT INTO journal_entries (id, order_id, payment_id, kind, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(id)
-        .bind(order.as_uuid())
-        .bind(payment.as_uuid())
-        .bind(entry.kind().as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    let postings = entry.postings();
-    let numbers: Vec<i32> = (1..).take(postings.len()).collect();
-    let accounts: Vec<&str> = postings.iter().map(|p| p.account.as_str()).collect();
-    let parties: Vec<Option<Uuid>> = postings.iter().map(|p| p.party).collect();
-    let currencies: Vec<&str> = postings.iter().map(|p| p.currency.as_str()).collect();
-    let amounts: Vec<i64> = postings.iter().map(|p| p.amount).collect();
+) -> Result<(), StoreError> {
+    let ids: Vec<Uuid> = entries.iter().map(|_| Uuid::now_v7()).collect();
+    let kinds: Vec<&str> = entries.iter().map(|entry| entry.kind().as_str()).collect();
+    let (mut entry_ids, mut numbers, mut accounts, mut parties, mut currencies, mut amounts) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (id, entry) in ids.iter().zip(entries) {
+        for (number, posting) in (1_i32..).zip(entry.postings()) {
+            entry_ids.push(*id);
+            numbers.push(number);
+            accounts.push(posting.account.as_str());
+            parties.push(posting.party);
+            currencies.push(posting.currency.as_str());
+            amounts.push(posting.amount);
+        }
+    }
     sqlx::query(
-        "INSERT INTO journal_lines (entry_id, line_no, account, party, currency, amount)
-         SELECT $1, line_no, account, party, currency, amount
-         FROM unnest($2::int[], $3::text[], $4::uuid[], $5::text[], $6::bigint[])
-              AS l(line_no, account, party, currency, amount)",
+        "WITH entries AS (
+             INSERT INTO journal_entries (id, order_id, payment_id, kind, created_at)
+             SELECT id, $1, $2, kind, $3 FROM unnest($4::uuid[], $5::text[]) AS e(id, kind))
+         INSERT INTO journal_lines (entry_id, line_no, account, party, currency, amount)
+         SELECT * FROM unnest($6::uuid[], $7::int[], $8::text[], $9::uuid[], $10::text[], $11::bigint[])",
     )
-    .bind(id)
+    .bind(order.as_uuid())
+    .bind(payment.as_uuid())
+    .bind(now)
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&entry_ids)
     .bind(&numbers)
     .bind(&accounts)
     .bind(&parties)
@@ -682,7 +716,7 @@ pub async fn post_entry(
     .bind(&amounts)
     .execute(&mut *tx)
     .await?;
-    Ok(id)
+    Ok(())
 }
 
 /// A payment's posted entry of `kind`, read back (and checked to balance).

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use emporium_nats::{
-    BatchWriter, Delivery, Handled, Handler, HandlerError, OutboxSignal, OutgoingEvent, Retryable, SharedClock,
+    BatchWriter, Claim, Delivery, Handled, Handler, HandlerError, OutboxSignal, OutgoingEvent, Retryable, SharedClock,
     event_set,
 };
 use emporium_schemas::commands::order::ShipmentStatus;
@@ -85,7 +85,6 @@ impl Shipping {
         origin: Origin,
     ) -> Result<Vec<OutgoingEvent>, ApplyError> {
         let now = self.clock.now();
-        store::lock_order(tx, order).await?;
         let (known, shipment) = store::known(tx, order).await?;
         match (domain::on_order(known, step), shipment) {
             (OrderAction::Create, _) => {
@@ -143,7 +142,10 @@ impl Shipping {
         let this = self.clone();
         let applied = self
             .writer
-            .apply_once(consumer, event, move |tx| {
+            // Serialised on the order: a shipment row cannot be locked before it exists, and a
+            // confirmation and a cancellation racing (a replay beside a live delivery) would
+            // otherwise both see "nothing yet" and leave a shipment beside a remembered cancellation.
+            .apply_once(Claim::new(consumer, event).serialised_on(*order.as_uuid()), move |tx| {
                 Box::pin(async move {
                     let events = this.step(tx, order, step, origin).await?;
                     let handled = if events.is_empty() { Handled::Skipped } else { Handled::Applied };

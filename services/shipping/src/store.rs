@@ -73,15 +73,6 @@ macro_rules! columns {
     };
 }
 
-/// Serialises every change about `order` until the transaction ends. A
-/// shipment row cannot be locked before it exists, and a confirmation and a
-/// cancellation of the same order racing (a replay beside a live delivery)
-/// would otherwise both see "nothing yet" and leave a shipment beside a
-/// remembered cancellation.
-pub async fn lock_order(tx: &mut PgConnection, order: OrderId) -> Result<(), StoreError> {
-    Ok(emporium_nats::inbox::lock_key(tx, *order.as_uuid()).await?)
-}
-
 /// What shipping knows of `order`, with its shipment (locked) if it has one.
 pub async fn known(
     tx: &mut PgConnection,

@@ -257,7 +257,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let (commits_after, wal_after) = (measure::commits(&server).await?, measure::wal_flushes(&server).await?);
     let checkouts_done = (saturation.confirmed.len() as u64 + saturation.cancelled) as f64;
-    let statements = if args.profile { measure::statements(&server, checkouts_done, 25).await? } else { Vec::new() };
+    let statements = if args.profile { measure::statements(&server, checkouts_done, 70).await? } else { Vec::new() };
 
     let jetstream = async_nats::jetstream::new(nats.clone());
     let databases = Databases::connect_lazy(|service| stack.database_url(service))?;
