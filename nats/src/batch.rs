@@ -314,12 +314,7 @@ async fn write(pool: &PgPool, signal: &OutboxSignal, queued: &mut VecDeque<Unit>
                     let mut undo = "ROLLBACK TO SAVEPOINT unit".to_owned();
                     if let Some(row) = &row {
                         won.failed(row.clone());
-                        let (consumer, event) = row;
-                        let _ = write!(
-                            undo,
-                            "; DELETE FROM inbox WHERE consumer = {} AND event_id = '{event}'",
-                            quoted(consumer)
-                        );
+                        undo = format!("{undo}; {}", inbox::forget_statement(row));
                     }
                     sqlx::raw_sql(sqlx::AssertSqlSafe(undo)).execute(&mut *connection).await?;
                 }
@@ -380,26 +375,16 @@ impl Won {
 /// the unit is alone. Returns the rows that were new.
 ///
 /// One simple-protocol statement list, so its values are written as
-/// literals: uuids and consumer names (constants of the code) quoted.
+/// literals (the [`inbox`] module's statements).
 async fn begin(connection: &mut PgConnection, claims: &[Claim], alone: bool) -> Result<Won, sqlx::Error> {
     let mut sql = "BEGIN".to_owned();
-    let mut keys: Vec<i64> = claims.iter().filter_map(|claim| claim.serialised_on).map(inbox::lock_id).collect();
-    keys.sort_unstable();
-    keys.dedup();
+    let keys: Vec<Uuid> = claims.iter().filter_map(|claim| claim.serialised_on).collect();
     if !keys.is_empty() {
-        let keys: Vec<String> = keys.iter().map(i64::to_string).collect();
-        let _ = write!(sql, "; SELECT pg_advisory_xact_lock(k) FROM unnest('{{{}}}'::bigint[]) AS k", keys.join(","));
+        let _ = write!(sql, "; {}", inbox::lock_statement(&keys));
     }
     if !claims.is_empty() {
-        let mut rows: Vec<(String, Uuid)> = claims.iter().map(|claim| claim.row()).collect();
-        rows.sort_unstable();
-        let values: Vec<String> =
-            rows.iter().map(|(consumer, event)| format!("({}, '{event}'::uuid)", quoted(consumer))).collect();
-        let _ = write!(
-            sql,
-            "; INSERT INTO inbox (consumer, event_id) VALUES {} ON CONFLICT DO NOTHING RETURNING consumer, event_id",
-            values.join(", ")
-        );
+        let rows: Vec<(String, Uuid)> = claims.iter().map(Claim::row).collect();
+        let _ = write!(sql, "; {}", inbox::record_statement(&rows));
     }
     if !alone {
         sql.push_str("; SAVEPOINT unit");
@@ -411,11 +396,6 @@ async fn begin(connection: &mut PgConnection, claims: &[Claim], alone: bool) -> 
         won.new.insert((row.try_get(0)?, row.try_get(1)?));
     }
     Ok(won)
-}
-
-/// `text` as an SQL string literal.
-fn quoted(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 async fn abandon(queued: &mut VecDeque<Unit>, error: sqlx::Error) -> usize {
